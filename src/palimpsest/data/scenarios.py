@@ -1,0 +1,262 @@
+"""Scenario builders: turn an ArrayDataset into a Stream of Experiences (Avalanche vocabulary).
+
+Scenarios: class-incremental, task-incremental, domain-incremental (pixel permutations or
+rotations), online (single pass in small mini-batches) and recurring sequences in which earlier
+experiences come back (uniform or power-law frequencies).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..core.errors import ConfigError
+from ..core.seeding import derive_seed
+from .base import ArrayDataset
+
+SCENARIO_KINDS = ("class", "task", "domain")
+
+
+@dataclass(frozen=True, eq=False)
+class Experience:
+    """One step of a stream. Immutable: a strategy never changes an experience's data.
+
+    `indices` point into the dataset split the examples came from (`split`), so a stored model
+    can say exactly which examples trained it. `task_id` identifies the experience; in
+    class-incremental evaluation the model is not given it.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    task_id: int
+    classes: tuple[int, ...]
+    indices: np.ndarray
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        self.inputs.requires_grad_(False)
+        self.indices.setflags(write=False)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True, eq=False)
+class Stream:
+    """The train sequence, one test experience per task, and optional validation experiences.
+
+    `train[i].task_id` says which test experience step i learns; with recurrence the same task id
+    can appear at several steps. `online_batch_size` set means a single pass in mini-batches of
+    that size.
+    """
+
+    name: str
+    scenario: str
+    train: tuple[Experience, ...]
+    test: tuple[Experience, ...]
+    valid: tuple[Experience, ...] | None
+    n_classes: int
+    class_order: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    online_batch_size: int | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.test)
+
+    @property
+    def task_classes(self) -> list[tuple[int, ...]]:
+        return [e.classes for e in self.test]
+
+    @property
+    def learned_task(self) -> list[int]:
+        return [e.task_id for e in self.train]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "scenario": self.scenario, "n_classes": self.n_classes,
+                "class_order": list(self.class_order), "n_train_steps": len(self.train),
+                "n_tasks": self.n_tasks, "task_classes": [list(c) for c in self.task_classes],
+                "learned_task": self.learned_task, "online_batch_size": self.online_batch_size,
+                "train_sizes": [len(e) for e in self.train], "input_shape": list(self.input_shape), **self.info}
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def resolve_class_order(n_classes: int, class_order: Sequence[int] | None, shuffle: bool,
+                        seed: int) -> list[int]:
+    if class_order is None:
+        order = list(range(n_classes))
+        if shuffle:
+            order = [int(c) for c in np.random.default_rng(derive_seed("class_order", seed)).permutation(n_classes)]
+        return order
+    order = [int(c) for c in class_order]
+    if not order:
+        raise ConfigError("class_order is empty", expected=f"a list of class ids in [0, {n_classes})",
+                          got=[], fix="leave class_order out for the natural order, or list the classes")
+    dupes = sorted({c for c in order if order.count(c) > 1})
+    if dupes:
+        raise ConfigError("class_order repeats classes", expected="each class id at most once",
+                          got=f"{order} (repeated: {dupes})", fix="remove the repeated ids")
+    bad = [c for c in order if not 0 <= c < n_classes]
+    if bad:
+        raise ConfigError("class_order names classes the dataset does not have",
+                          expected=f"class ids in [0, {n_classes})", got=bad, fix="drop those ids")
+    return order
+
+
+def split_classes(order: list[int], n_experiences: int,
+                  first_experience_classes: int | None = None) -> list[tuple[int, ...]]:
+    n = len(order)
+    if n_experiences < 1:
+        raise ConfigError("n_experiences must be at least 1", expected="an integer >= 1", got=n_experiences)
+    if n_experiences > n:
+        raise ConfigError("more experiences than classes", expected=f"n_experiences <= {n} (the number of classes)",
+                          got=n_experiences, fix=f"use at most {n} experiences or more classes")
+    if first_experience_classes is None:
+        if n % n_experiences:
+            raise ConfigError("classes do not split evenly into experiences",
+                              expected=f"n_experiences dividing {n}", got=n_experiences,
+                              fix="pick a divisor or set first_experience_classes for an uneven first experience")
+        size = n // n_experiences
+        return [tuple(order[i * size:(i + 1) * size]) for i in range(n_experiences)]
+    first = first_experience_classes
+    rest = n - first
+    if not 1 <= first < n or (n_experiences > 1 and rest % (n_experiences - 1)) or (n_experiences == 1 and rest):
+        raise ConfigError("first_experience_classes does not fit", expected=(
+            f"1 <= first < {n} with the remaining {n} - first classes dividing evenly into {n_experiences - 1} experiences"),
+            got=first, fix="change first_experience_classes or n_experiences")
+    size = rest // (n_experiences - 1) if n_experiences > 1 else 0
+    chunks = [tuple(order[:first])]
+    chunks += [tuple(order[first + i * size: first + (i + 1) * size]) for i in range(n_experiences - 1)]
+    return chunks
+
+
+def _carve_validation(exp: Experience, fraction: float, seed: int) -> tuple[Experience, Experience]:
+    rng = np.random.default_rng(derive_seed("valid", seed, exp.task_id))
+    perm = rng.permutation(len(exp))
+    n_val = int(round(fraction * len(exp)))
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    pick = lambda idx, split: Experience(exp.inputs[idx], exp.targets[idx], exp.task_id, exp.classes,  # noqa: E731
+                                         exp.indices[idx], split)
+    return pick(tr_idx, "train"), pick(val_idx, "valid")
+
+
+def _with_validation(train: list[Experience], fraction: float, seed: int):
+    if not fraction:
+        return tuple(train), None
+    if not 0 < fraction < 1:
+        raise ConfigError("validation_fraction out of range", expected="0 <= fraction < 1", got=fraction)
+    pairs = [_carve_validation(e, fraction, seed) for e in train]
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+def class_incremental(data: ArrayDataset, n_experiences: int, class_order: Sequence[int] | None = None,
+                      shuffle_classes: bool = False, seed: int = 0, first_experience_classes: int | None = None,
+                      validation_fraction: float = 0.0, task_labels: bool = False) -> Stream:
+    """Split the classes into disjoint groups, one experience each (class-IL; task-IL when
+    `task_labels` is True, in which case the model is told each example's task)."""
+    order = resolve_class_order(data.n_classes, class_order, shuffle_classes, seed)
+    groups = split_classes(order, n_experiences, first_experience_classes)
+
+    def build(x: np.ndarray, y: np.ndarray, split: str) -> list[Experience]:
+        out = []
+        for t, classes in enumerate(groups):
+            idx = np.flatnonzero(np.isin(y, classes))
+            out.append(Experience(_tensor(x[idx]), torch.from_numpy(y[idx].astype(np.int64)), t,
+                                  tuple(int(c) for c in classes), idx, split))
+        return out
+
+    train, valid = _with_validation(build(data.x_train, data.y_train, "train"), validation_fraction, seed)
+    kind = "task" if task_labels else "class"
+    return Stream(f"split_{data.name}", kind, train, tuple(build(data.x_test, data.y_test, "test")), valid,
+                  data.n_classes, tuple(order), data.input_shape, info={"dataset": data.name})
+
+
+def task_incremental(data: ArrayDataset, n_experiences: int, **kwargs) -> Stream:
+    """The class-incremental split with the task identity given to the model."""
+    return class_incremental(data, n_experiences, task_labels=True, **kwargs)
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    if x.dim() != 4:
+        raise ConfigError("rotations need image inputs", expected="inputs shaped (N, C, H, W)",
+                          got=tuple(x.shape), fix="use transform='permutation' for flat inputs")
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
+    grid = torch.nn.functional.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    # Rotated-out corners get the background value (the minimum), not zero, since inputs are standardised.
+    background = x.amin()
+    out = torch.nn.functional.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros")
+    return out + background
+
+
+def domain_incremental(data: ArrayDataset, n_experiences: int, transform: str = "permutation",
+                       seed: int = 0, keep_first: bool = False, max_degrees: float = 180.0,
+                       validation_fraction: float = 0.0) -> Stream:
+    """Same classes in every experience, a different input distribution in each: a fixed random
+    pixel permutation per experience (permuted MNIST, Goodfellow et al. 2013) or a rotation by
+    evenly spaced angles in [0, max_degrees)."""
+    if n_experiences < 1:
+        raise ConfigError("n_experiences must be at least 1", expected="an integer >= 1", got=n_experiences)
+    if transform not in ("permutation", "rotation"):
+        raise ConfigError("unknown domain transform", expected="'permutation' or 'rotation'", got=transform)
+    d = int(np.prod(data.input_shape))
+    classes = tuple(range(data.n_classes))
+    xtr, xte = _tensor(data.x_train), _tensor(data.x_test)
+    ytr, yte = torch.from_numpy(data.y_train.astype(np.int64)), torch.from_numpy(data.y_test.astype(np.int64))
+    train, test, params = [], [], []
+    for t in range(n_experiences):
+        if transform == "permutation":
+            if keep_first and t == 0:
+                perm = torch.arange(d)
+            else:
+                perm = torch.from_numpy(np.random.default_rng(derive_seed("perm", seed, t)).permutation(d))
+            f = lambda x, p=perm: x.reshape(len(x), -1)[:, p].reshape(x.shape)  # noqa: E731
+            params.append({"permutation_seed": derive_seed("perm", seed, t) if not (keep_first and t == 0) else None})
+        else:
+            deg = max_degrees * t / n_experiences
+            f = lambda x, a=deg: _rotate(x, a)  # noqa: E731
+            params.append({"degrees": deg})
+        train.append(Experience(f(xtr), ytr, t, classes, np.arange(len(ytr)), "train"))
+        test.append(Experience(f(xte), yte, t, classes, np.arange(len(yte)), "test"))
+    train_t, valid = _with_validation(train, validation_fraction, seed)
+    return Stream(f"{transform}_{data.name}", "domain", train_t, tuple(test), valid, data.n_classes,
+                  classes, data.input_shape, info={"dataset": data.name, "domains": params})
+
+
+def online(stream: Stream, batch_size: int = 10) -> Stream:
+    """The same stream seen once, in mini-batches of `batch_size` (online continual learning)."""
+    if batch_size < 1:
+        raise ConfigError("online batch size must be at least 1", expected="an integer >= 1", got=batch_size)
+    return replace(stream, name=f"online_{stream.name}", online_batch_size=batch_size)
+
+
+def recurring(stream: Stream, length: int, distribution: str = "uniform", alpha: float = 1.0,
+              seed: int = 0, cover_all_first: bool = True) -> Stream:
+    """A training sequence of `length` steps in which experiences recur.
+
+    uniform: each step draws a task uniformly; power_law: task k (by rank) is drawn with
+    probability proportional to (k+1)^-alpha, the naturalistic setting of "Catastrophic
+    Interference is Mitigated in Naturalistic Power-Law Learning Environments". With
+    `cover_all_first` the first T steps visit every task once in order.
+    """
+    t = stream.n_tasks
+    if distribution not in ("uniform", "power_law"):
+        raise ConfigError("unknown recurrence distribution", expected="'uniform' or 'power_law'", got=distribution)
+    if length < (t if cover_all_first else 1):
+        raise ConfigError("recurring sequence too short", expected=f"length >= {t} (every task once first)",
+                          got=length, fix="raise length or set cover_all_first=False")
+    base = {e.task_id: e for e in stream.train}
+    rng = np.random.default_rng(derive_seed("recurring", seed))
+    weights = np.ones(t) if distribution == "uniform" else (np.arange(1, t + 1, dtype=float) ** -alpha)
+    weights /= weights.sum()
+    head = list(range(t)) if cover_all_first else []
+    order = head + [int(k) for k in rng.choice(t, size=length - len(head), p=weights)]
+    info = dict(stream.info, recurrence={"distribution": distribution, "alpha": alpha, "order": order})
+    return replace(stream, name=f"recurring_{stream.name}", train=tuple(base[k] for k in order), info=info)

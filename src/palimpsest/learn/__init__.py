@@ -1,0 +1,8 @@
+"""Continual-learning strategies. Importing this package registers every built-in strategy."""
+from . import cumulative, from_scratch, joint, naive  # noqa: F401
+from .config import TrainingConfig, make_optimizer
+from .strategy import Batch, Strategy, TrainContext
+from .trainer import StepStats, merge, train_step
+
+__all__ = ["TrainingConfig", "make_optimizer", "Batch", "Strategy", "TrainContext", "StepStats", "merge",
+           "train_step"]

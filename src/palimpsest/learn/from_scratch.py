@@ -1,0 +1,23 @@
+import torch
+
+from ..core.registry import STRATEGIES
+from ..core.seeding import derive_seed
+from .strategy import Strategy
+
+
+@STRATEGIES.register("from_scratch", summary="a freshly initialised model per experience (forward-transfer reference)")
+class FromScratch(Strategy):
+    """Reinitialise every parameter (and the optimizer state) before each experience, then train on
+    that experience alone. Its diagonal accuracies are the reference for forward transfer."""
+
+    name = "from_scratch"
+
+    def before_experience(self, ctx, exp):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(ctx.seed, "from_scratch", ctx.step))
+            for module in ctx.model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        ctx.model.active.zero_()
+        ctx.model.observe_classes(exp.classes)
+        ctx.optimizer.state.clear()

@@ -1,0 +1,71 @@
+"""The training loop. Data are in-memory tensors, batches are index slices (no DataLoader), so
+the loop costs little beyond the model's own forward and backward (see benchmarks/)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..core.seeding import generator
+from ..data.scenarios import Experience
+from .strategy import Batch, Strategy, TrainContext
+
+
+def merge(experiences: list[Experience]) -> Experience:
+    """The union of several experiences (used by cumulative and joint training)."""
+    if len(experiences) == 1:
+        return experiences[0]
+    import numpy as np
+    classes = tuple(sorted({c for e in experiences for c in e.classes}))
+    task_ids = torch.cat([torch.full((len(e),), e.task_id, dtype=torch.long) for e in experiences])
+    merged = Experience(torch.cat([e.inputs for e in experiences]), torch.cat([e.targets for e in experiences]),
+                        experiences[-1].task_id, classes, np.concatenate([e.indices for e in experiences]))
+    object.__setattr__(merged, "_task_ids", task_ids)
+    return merged
+
+
+def task_ids_of(exp: Experience) -> torch.Tensor:
+    ids = getattr(exp, "_task_ids", None)
+    return ids if ids is not None else torch.full((len(exp),), exp.task_id, dtype=torch.long)
+
+
+@dataclass
+class StepStats:
+    seconds: float
+    mean_loss: float
+    n_examples: int
+    n_batches: int
+
+
+def train_step(ctx: TrainContext, strategy: Strategy, exp: Experience) -> StepStats:
+    """Train `ctx.model` on one experience with `strategy`'s hooks; return timing and loss."""
+    start = time.perf_counter()
+    model, opt, device = ctx.model, ctx.optimizer, ctx.device
+    model.observe_classes(exp.classes)
+    strategy.before_experience(ctx, exp)
+    online = ctx.stream.online_batch_size
+    epochs = 1 if online else ctx.training.epochs
+    batch_size = online or ctx.training.batch_size
+    x_all, y_all, t_all = exp.inputs, exp.targets, task_ids_of(exp)
+    gen = generator(ctx.seed, "shuffle", ctx.step)
+    total, n_batches = torch.zeros((), device=device), 0
+    model.train()
+    for epoch in range(epochs):
+        ctx.epoch = epoch
+        order = torch.randperm(len(exp), generator=gen)
+        for start_i in range(0, len(order), batch_size):
+            idx = order[start_i:start_i + batch_size]
+            batch = Batch(x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True),
+                          t_all[idx].to(device, non_blocking=True))
+            logits = ctx.forward(batch)
+            loss = strategy.batch_loss(ctx, batch, logits)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            strategy.before_step(ctx, batch)
+            opt.step()
+            total += loss.detach()
+            n_batches += 1
+    strategy.after_experience(ctx, exp)
+    mean_loss = float(total) / max(n_batches, 1)
+    return StepStats(time.perf_counter() - start, mean_loss, len(exp) * epochs, n_batches)

@@ -1,0 +1,76 @@
+"""Classifier = backbone + head. Every model returns logits over the global class space."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError
+
+# Logit given to classes a model may not predict. Finite so that differences and KL terms of two
+# masked logits stay 0 rather than NaN; exp(-1e4) is exactly 0 in float32 and float16.
+MASKED_LOGIT = -1.0e4
+
+
+class Classifier(nn.Module):
+    """A backbone followed by either one head over all classes or one head per task.
+
+    Single head: units exist for every class but only classes the model has been shown
+    (`observe_classes`) can be predicted. This behaves like Avalanche's growing head while keeping
+    parameter shapes, checkpoints and optimizer state fixed across experiences.
+
+    Multi head: one linear head per task over that task's classes; `forward(x, task_ids)` routes
+    each example to its task's head. Without task ids, heads are stacked side by side, which is
+    only defined when tasks have disjoint classes.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int, head: str = "single",
+                 task_classes: list[tuple[int, ...]] | None = None) -> None:
+        super().__init__()
+        if head not in ("single", "multi"):
+            raise ConfigError("unknown head", expected="'single' or 'multi'", got=head)
+        self.backbone, self.feature_dim, self.n_classes, self.head_kind = backbone, feature_dim, n_classes, head
+        self.register_buffer("active", torch.zeros(n_classes, dtype=torch.bool))
+        if head == "single":
+            self.head = nn.Linear(feature_dim, n_classes)
+            self.task_classes = None
+        else:
+            if not task_classes:
+                raise ConfigError("a multi-head model needs each task's classes",
+                                  expected="task_classes=[(0, 1), (2, 3), ...]", got=task_classes,
+                                  fix="create the model from a stream (create_model(..., stream=stream))")
+            self.task_classes = [tuple(int(c) for c in cs) for cs in task_classes]
+            self.heads = nn.ModuleList(nn.Linear(feature_dim, len(cs)) for cs in self.task_classes)
+            for t, cs in enumerate(self.task_classes):
+                self.register_buffer(f"classes_{t}", torch.tensor(cs, dtype=torch.long), persistent=False)
+            flat = [c for cs in self.task_classes for c in cs]
+            self.disjoint_tasks = len(flat) == len(set(flat))
+
+    @property
+    def needs_task_ids(self) -> bool:
+        return self.head_kind == "multi" and not self.disjoint_tasks
+
+    def observe_classes(self, classes) -> None:
+        """Let the model predict these classes from now on (called before each experience)."""
+        self.active[list(classes)] = True
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def head_logits(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.head_kind == "single":
+            return self.head(feats).masked_fill(~self.active, MASKED_LOGIT)
+        out = feats.new_full((len(feats), self.n_classes), MASKED_LOGIT)
+        if task_ids is None:
+            if not self.disjoint_tasks:
+                raise ConfigError("this multi-head model needs task ids", expected="forward(x, task_ids)",
+                                  got="task_ids=None", fix="pass task ids, or use head='single'")
+            for t, head in enumerate(self.heads):
+                out[:, getattr(self, f"classes_{t}")] = head(feats)
+            return out.masked_fill(~self.active, MASKED_LOGIT)
+        for t in torch.unique(task_ids).tolist():
+            rows = task_ids == t
+            out[rows.nonzero(as_tuple=True)[0].unsqueeze(1), getattr(self, f"classes_{t}")] = self.heads[t](feats[rows])
+        return out
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head_logits(self.backbone(x), task_ids)
