@@ -27,7 +27,10 @@ def _expected(err: dict) -> str:
         return f"one of {ctx['expected']}"
     for key, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
         if key in ctx:
-            return f"a number {word} {ctx[key]}"
+            bound = ctx[key]
+            if isinstance(bound, float) and bound.is_integer():
+                bound = int(bound)
+            return f"a number {word} {bound}"
     if "min_length" in ctx:
         return f"at least {ctx['min_length']} item(s)"
     return err.get("msg", "a valid value").replace("Input should be ", "").replace("Value error, ", "")

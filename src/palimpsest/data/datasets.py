@@ -226,7 +226,8 @@ def _load_cifar(variant: int, root: str | os.PathLike | None, download: bool) ->
         raise DataError(f"CIFAR-{variant} needs a data folder", expected="root=<folder> or download=True",
                         got="no root, and $" + env_var + " is not set",
                         fix=f"pass root= a folder holding {layout['folder']}/ (extracted from "
-                            f"{layout['url']}), set {env_var}, or pass download=True on a machine with internet")
+                            f"{layout['url']}), set {env_var}, or pass download=True on a machine with "
+                            "internet")
     folder_root = Path(given) if given is not None else cache_dir() / name
     folder = find_cifar_dir(folder_root, variant)
     archive = folder_root / Path(layout["url"]).name
@@ -237,6 +238,7 @@ def _load_cifar(variant: int, root: str | os.PathLike | None, download: bool) ->
         folder = download_cifar(folder_root, variant)
     if folder is None:
         read_cifar(folder_root, variant)  # raises the DataError that lists the missing files
+        raise AssertionError("unreachable: read_cifar found no files yet did not raise")
     paths = sorted(p for p in folder.iterdir() if p.is_file())
     x_train, y_train, x_test, y_test, class_names = _decoded_cifar(_files_signature(paths), str(folder),
                                                                    variant)

@@ -86,7 +86,8 @@ def read_idx(path: PathLike) -> np.ndarray:
     if len(data) - header != expected_bytes:
         raise DataError(f"{path}: IDX body has the wrong size",
                         expected=f"{expected_bytes} bytes for shape {shape} of {dtype.name}",
-                        got=f"{len(data) - header} bytes", fix="the file is truncated or corrupt; fetch it again")
+                        got=f"{len(data) - header} bytes",
+                        fix="the file is truncated or corrupt; fetch it again")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))  # a writable, native-endian copy
 
@@ -155,7 +156,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                # protocol-2 pickles written by Python 3 spell every bytes object as encode(str)
+                ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
         if (module, name) not in self._ALLOWED:

@@ -300,26 +300,31 @@ def positive_flip_rate(predictions: Sequence[np.ndarray], targets: np.ndarray, t
 
 # -- registry and the one-call summary ---------------------------------------------------------
 
-# (name, function, summary, higher_is_better, what it reads from a RunRecord besides acc/step_tasks)
-_SCALAR_METRICS: tuple[tuple[str, Callable[..., float], str, bool, str | None], ...] = (
+# (name, function, summary, higher_is_better, the RunRecord fields it reads, in argument order)
+_SCALAR_METRICS: tuple[tuple[str, Callable[..., float], str, bool, tuple[str, ...]], ...] = (
     ("final_average_accuracy", final_average_accuracy,
-     "mean accuracy over all test experiences after the last step", True, None),
+     "mean accuracy over all test experiences after the last step", True, ("acc",)),
     ("average_incremental_accuracy", average_incremental_accuracy,
-     "mean over steps of accuracy on the tasks seen so far (iCaRL)", True, None),
+     "mean over steps of accuracy on the tasks seen so far (iCaRL)", True, ("acc", "step_tasks")),
     ("forgetting", forgetting,
-     "mean of best earlier accuracy minus final accuracy (Chaudhry et al. 2018)", False, None),
+     "mean of best earlier accuracy minus final accuracy (Chaudhry et al. 2018)", False,
+     ("acc", "step_tasks")),
     ("backward_transfer", backward_transfer,
-     "mean of final accuracy minus accuracy right after learning (GEM BWT)", True, None),
+     "mean of final accuracy minus accuracy right after learning (GEM BWT)", True, ("acc", "step_tasks")),
     ("plasticity", plasticity,
-     "mean accuracy on each task right after learning it (learning accuracy)", True, None),
+     "mean accuracy on each task right after learning it (learning accuracy)", True, ("acc", "step_tasks")),
     ("forward_transfer", forward_transfer,
-     "accuracy right after learning minus a from-scratch single-task model", True, "reference"),
+     "accuracy right after learning minus a from-scratch single-task model", True,
+     ("acc", "step_tasks", "reference")),
     ("forward_transfer_gem", forward_transfer_gem,
-     "accuracy just before learning a task minus the untrained model's (GEM FWT)", True, "initial"),
+     "accuracy just before learning a task minus the untrained model's (GEM FWT)", True,
+     ("acc", "step_tasks", "initial")),
     ("negative_flip_rate", negative_flip_rate,
-     "share of old-task examples going right -> wrong between steps", False, "predictions"),
+     "share of old-task examples going right -> wrong between steps", False,
+     ("predictions", "targets", "test_task", "step_tasks")),
     ("positive_flip_rate", positive_flip_rate,
-     "share of old-task examples going wrong -> right between steps", True, "predictions"),
+     "share of old-task examples going wrong -> right between steps", True,
+     ("predictions", "targets", "test_task", "step_tasks")),
 )
 
 METRIC_NAMES: tuple[str, ...] = tuple(name for name, *_ in _SCALAR_METRICS)
