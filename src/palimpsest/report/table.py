@@ -49,13 +49,17 @@ CAPTION = ("Mean ± population std over finished seeds, in % (train seconds: per
 MISSING = "—"
 
 
-def column_title(metric: str) -> str:
-    """Readable column name: "forgetting/class" -> "Forgetting ↓ (class-IL)"."""
+def column_title(metric: str, two_lines: bool = False) -> str:
+    """Readable column name: "forgetting/class" -> "Forgetting ↓ (class-IL)" (or, with
+    `two_lines`, "Forgetting ↓" over "class-IL", which keeps terminal tables narrow)."""
     if metric == TRAIN_SECONDS:
-        return "Train s"
+        return "Train s\nper run" if two_lines else "Train s"
     base, _, view = metric.partition("/")
     title = METRIC_TITLES.get(base, base.replace("_", " ").capitalize())
-    return f"{title} ({VIEW_TITLES.get(view, view)})" if view else title
+    if not view:
+        return title
+    view = VIEW_TITLES.get(view, view)
+    return f"{title}\n{view}" if two_lines else f"{title} ({view})"
 
 
 def metric_sort_key(metric: str) -> tuple:
@@ -145,10 +149,11 @@ def build_table(summary: Sequence[dict], metrics: Sequence[str] | None = None, b
     metrics = list(DEFAULT_METRICS if metrics is None else metrics)
     title = f"Experiment {summary[0]['experiment']}" if summary else "Experiment (no runs)"
     table = Table(title=title, caption=CAPTION, box=box_style, caption_justify="left")
-    table.add_column("Strategy", style="bold", no_wrap=True)
-    table.add_column("Seeds", justify="right")
+    widest = max((len(row["strategy"]) for row in summary), default=8)
+    table.add_column("Strategy", style="bold", no_wrap=True, min_width=max(8, widest))
+    table.add_column("Seeds", justify="right", no_wrap=True, min_width=5)
     for metric in metrics:
-        table.add_column(column_title(metric), justify="right")
+        table.add_column(column_title(metric, two_lines=True), justify="right", no_wrap=True)
     for row in summary:
         seeds = str(row["n_seeds"]) + (f" (+{row['n_unfinished']} unfinished)" if row["n_unfinished"] else "")
         table.add_row(row["strategy"], seeds, *(format_cell(row, m) for m in metrics))

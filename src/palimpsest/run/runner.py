@@ -127,11 +127,10 @@ class Runner:
                                stream.describe(), schedule, train_data)
         done = [k for k in self.db.finished_steps(run_id) if k != INITIAL_STEP]
         if done:
-            state = load_state(ckpt_dir / "state.safetensors")
-            if state["step"] != done[-1]:
-                raise RuntimeError(f"checkpoint of {run_id} is at step {state['step']} but the database has "
-                                   f"step {done[-1]}; delete the run's rows to start it again")
-            model.load_state_dict(state["model"])
+            # The database is the source of truth: a state file written for a step whose rows never
+            # committed (a kill between the two writes) is ignored and overwritten.
+            state = load_state(ckpt_dir / f"state_step{done[-1]}.safetensors")
+            model.load_state_dict(load_state(ckpt_dir / f"model_step{done[-1]}.safetensors")["model"])
             optimizer.load_state_dict(state["optimizer"])
             strategy.load_state_dict(state["strategy"])
         else:
@@ -150,13 +149,13 @@ class Runner:
                 stats = train_step(ctx, strategy, exp)
                 path = ckpt_dir / f"model_step{k}.safetensors"
                 save_state(path, {"model": model.state_dict()})
-                save_state(ckpt_dir / "state.safetensors", {"step": k, "model": model.state_dict(),
-                                                           "optimizer": optimizer.state_dict(),
-                                                           "strategy": strategy.state_dict()})
+                save_state(ckpt_dir / f"state_step{k}.safetensors", {"step": k, "optimizer": optimizer.state_dict(),
+                                                                    "strategy": strategy.state_dict()})
                 tasks = sorted({stream.train[i].task_id for i in exp_ids})
                 self._evaluate_and_store(run_id, k, tasks, model, stream, training, device,
                                          {"train_seconds": stats.seconds, "mean_loss": stats.mean_loss,
                                           "n_examples": stats.n_examples}, str(path))
+                _remove_older_states(ckpt_dir, keep=k)
                 if progress:
                     progress.advance(task)
                 if self.on_step:
@@ -186,6 +185,14 @@ class Runner:
         self.db.record_step(run_id, step, tasks, stats, {"class": ev.accuracy("class"), "task": ev.accuracy("task")},
                             {"class": ev.class_pred, "task": ev.task_pred}, checkpoint,
                             (ev.targets, ev.test_task) if store_test_set else None)
+
+
+def _remove_older_states(ckpt_dir: Path, keep: int) -> None:
+    """Optimizer and strategy state is only needed to resume from the last stored step."""
+    for path in ckpt_dir.glob("state_step*.safetensors*"):
+        step = path.name.removeprefix("state_step").split(".")[0]
+        if step.isdigit() and int(step) < keep:
+            path.unlink(missing_ok=True)
 
 
 def compute_experiment_metrics(db: ResultsDB, exp_id: str) -> None:
