@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..core.registry import STRATEGIES

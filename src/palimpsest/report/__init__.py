@@ -1,0 +1,13 @@
+"""Reports of stored experiments: a terminal table, CSV files and one self-contained HTML page.
+
+    from palimpsest import ResultsDB
+    from palimpsest.report import summarize, render_table, write_html_report
+    db = ResultsDB("palimpsest-results")
+    render_table(summarize(db, exp_id))
+    write_html_report(db, exp_id, "report.html")
+"""
+from .csv import export_csv
+from .html import write_html_report
+from .table import render_table, summarize, table_text
+
+__all__ = ["export_csv", "render_table", "summarize", "table_text", "write_html_report"]
