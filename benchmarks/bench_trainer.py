@@ -34,17 +34,17 @@ import torch
 torch.set_num_threads(1)
 FLUSH_DENORMAL_SUPPORTED = torch.set_flush_denormal(True)
 
-from torch import nn  # noqa: E402
+from torch import nn
 
-from palimpsest.core.registry import STRATEGIES  # noqa: E402
-from palimpsest.core.seeding import derive_seed, generator, pick_device, seed_everything  # noqa: E402
-from palimpsest.data.datasets import load_dataset  # noqa: E402
-from palimpsest.data.scenarios import Stream, class_incremental  # noqa: E402
-from palimpsest.evaluate.evaluator import evaluate_stream  # noqa: E402
-from palimpsest.learn import make_optimizer, train_step  # noqa: E402
-from palimpsest.learn.config import TrainingConfig  # noqa: E402
-from palimpsest.learn.strategy import TrainContext  # noqa: E402
-from palimpsest.models import MASKED_LOGIT, create_model  # noqa: E402
+from palimpsest.core.registry import STRATEGIES
+from palimpsest.core.seeding import derive_seed, generator, pick_device, seed_everything
+from palimpsest.data.datasets import load_dataset
+from palimpsest.data.scenarios import Stream, class_incremental
+from palimpsest.evaluate.evaluator import evaluate_stream
+from palimpsest.learn import make_optimizer, train_step
+from palimpsest.learn.config import TrainingConfig
+from palimpsest.learn.strategy import TrainContext
+from palimpsest.models import MASKED_LOGIT, create_model
 
 SEED = 0
 N_EXPERIENCES = 5
@@ -316,6 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repetitions on a 10k training subset (< 30 s)")
     parser.add_argument("--reps", type=int, default=None, help="training repetitions per side (default 9, quick 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
     parser.add_argument("--no-runner", action="store_true", help="skip the run_experiment measurement")
     args = parser.parse_args()
     reps = args.reps or (2 if args.quick else 9)
@@ -370,9 +371,9 @@ def main() -> None:
         print(f"   bookkeeping calls (one extra run, {rn['with_breakdown']['bookkeeping_s']:.3f} s in all): {parts}")
         results["runner"] = rn
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

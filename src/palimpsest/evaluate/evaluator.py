@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..data.scenarios import Stream
-from ..models.heads import MASKED_LOGIT
 
 
 @dataclass
@@ -56,9 +55,8 @@ def evaluate_stream(model: torch.nn.Module, stream: Stream, batch_size: int = 20
                 class_preds.append(torch.full((len(x),), -1, dtype=torch.long))
             else:
                 class_preds.append(logits.argmax(1).cpu())
-            masked = torch.full_like(logits, MASKED_LOGIT)
-            masked[:, classes] = logits[:, classes]
-            task_preds.append(masked.argmax(1).cpu())
+            # Task-IL: the best of the task's own classes (a tie among masked classes picks the first).
+            task_preds.append(classes[logits[:, classes].argmax(1)].cpu())
         targets.append(exp.targets)
         test_task.append(torch.full((len(exp),), exp.task_id, dtype=torch.long))
     model.train(was_training)

@@ -24,8 +24,16 @@ from ..core.registry import METRICS
 from ..evaluate.metrics import first_trained_step
 from ..evaluate.records import RunRecord
 from ..run.db import ResultsDB
-from .table import (CAPTION, DEFAULT_METRICS, TRAIN_SECONDS, VIEW_TITLES, column_title, format_cell,
-                    metric_sort_key, summarize)
+from .table import (
+    CAPTION,
+    DEFAULT_METRICS,
+    TRAIN_SECONDS,
+    VIEW_TITLES,
+    column_title,
+    format_cell,
+    metric_sort_key,
+    summarize,
+)
 
 BAR_METRICS: tuple[str, ...] = (
     "final_average_accuracy/class", "average_incremental_accuracy/class", "plasticity/class",
@@ -176,7 +184,9 @@ def curves_figure(matrices: dict[str, dict], view: str) -> Figure | None:
             (line,) = ax.plot(steps, mean[start:, t], marker="o", markersize=3.5, linewidth=1.4,
                               color=colors[t % len(colors)], label=f"exp {t}")
             if m["n_seeds"] > 1:
-                ax.fill_between(steps, mean[start:, t] - std[start:, t], mean[start:, t] + std[start:, t],
+                low = np.clip(mean[start:, t] - std[start:, t], 0, 100)
+                high = np.clip(mean[start:, t] + std[start:, t], 0, 100)
+                ax.fill_between(steps, low, high,
                                 color=colors[t % len(colors)], alpha=0.15, linewidth=0)
             handles.setdefault(t, line)
         ax.set_title(label, fontsize=10)
@@ -190,8 +200,9 @@ def curves_figure(matrices: dict[str, dict], view: str) -> Figure | None:
         ax.set_ylabel("accuracy (%)", fontsize=8)
     for ax in list(axes.flat)[len(matrices):]:
         ax.set_visible(False)
-    fig.legend([handles[t] for t in sorted(handles)], [f"exp {t}" for t in sorted(handles)], loc="outside right",
-               fontsize=7, title="test experience", title_fontsize=7, ncols=max(1, math.ceil(len(handles) / 12)))
+    order = sorted(handles)
+    fig.legend([handles[t] for t in order], [f"exp {t}" for t in order], loc="outside right", fontsize=7,
+               title="test experience", title_fontsize=7, ncols=max(1, math.ceil(len(order) / 12)))
     fig.suptitle(f"Accuracy on each experience over training, {VIEW_TITLES.get(view, view)} "
                  f"(mean ± std over seeds)", fontsize=11)
     return fig
@@ -216,14 +227,14 @@ def bars_figure(summary: Sequence[dict], metrics: Sequence[str] = BAR_METRICS) -
         ax.bar(x[defined], means[defined], width * 0.92, yerr=np.nan_to_num(stds[defined]), capsize=2,
                color=colors[i % len(colors)], label=row["strategy"], error_kw={"linewidth": 0.8})
         for xi in x[~defined]:
-            ax.text(xi, 1, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="#777")
+            ax.text(xi, 1, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="#555")
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([column_title(m, two_lines=True) for m in metrics], fontsize=8)
     ax.set_ylabel("%", fontsize=8)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.grid(axis="y", alpha=0.3)
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=7, loc="best", ncols=1 if n <= 6 else 2)
+    fig.legend(fontsize=7, loc="outside right upper", ncols=1 if n <= 12 else 2)
     ax.set_title("Key metrics (mean ± std over seeds; ↓ = lower is better)", fontsize=10)
     return fig
 
@@ -277,17 +288,19 @@ def write_html_report(db: ResultsDB, exp_id: str, path: str | Path) -> Path:
         records.setdefault(r["label"], []).append(db.record(r["id"]))
     records = {label: recs for label, recs in records.items() if recs}
     class_mats, task_mats = _mean_matrices(records, "class"), _mean_matrices(records, "task")
-    every_metric = sorted({m for row in summary for m in row["metrics"]}, key=metric_sort_key) + [TRAIN_SECONDS]
+    every_metric = sorted({m for row in summary for m in row["metrics"]}, key=metric_sort_key)
+    every_metric.append(TRAIN_SECONDS)
     unfinished = sum(row["n_unfinished"] for row in summary)
-    created = datetime.datetime.fromtimestamp(exp["created"]).strftime("%Y-%m-%d %H:%M") if exp.get("created") else "?"
+    strategies = "strategy" if len(records) == 1 else "strategies"
+    created = (datetime.datetime.fromtimestamp(exp["created"]).strftime("%Y-%m-%d %H:%M")
+               if exp.get("created") else "?")
 
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>palimpsest report: {e(exp_id)}</title><style>{STYLE}</style></head><body>",
         f"<h1>palimpsest report: {e(exp['name'])}</h1>",
-        f'<p class="meta">Experiment <code>{e(exp_id)}</code> · status {e(str(exp["status"]))} · created '
-        f"{e(created)} · {len(finished)} finished run(s) of {len(records)} strateg{'y' if len(records) == 1 else 'ies'}"
-        f"</p>",
+        f'<p class="meta">Experiment <code>{e(exp_id)}</code> · status {e(str(exp["status"]))} · '
+        + f"created {e(created)} · {len(finished)} finished run(s) of {len(records)} {strategies}</p>",
     ]
     if unfinished:
         parts.append(f'<p class="note">{unfinished} run(s) did not finish and are left out of every number '
@@ -308,7 +321,8 @@ def write_html_report(db: ResultsDB, exp_id: str, path: str | Path) -> Path:
                      "Mean over seeds with ± std error bars, in %. Forgetting: lower is better."),
         "<h2>Task-IL accuracy matrices</h2>",
         _figure_html(heatmap_figure(task_mats, "task"), "Task-IL accuracy matrices",
-                     "Task-IL (logits masked to the test example's task). Rows, columns and colours as above."),
+                     "Task-IL (logits masked to the test example's task). Rows, columns and colours as "
+                     "above."),
         "<h2>Spec</h2>", f"<pre>{e(exp.get('spec_yaml') or '')}</pre>",
         "</body></html>",
     ]

@@ -145,7 +145,8 @@ def summarize(db: ResultsDB, exp_id: str) -> list[dict]:
     return rows
 
 
-def build_table(summary: Sequence[dict], metrics: Sequence[str] | None = None, box_style=box.HEAVY_HEAD) -> Table:
+def build_table(summary: Sequence[dict], metrics: Sequence[str] | None = None,
+                box_style: box.Box = box.HEAVY_HEAD) -> Table:
     metrics = list(DEFAULT_METRICS if metrics is None else metrics)
     title = f"Experiment {summary[0]['experiment']}" if summary else "Experiment (no runs)"
     table = Table(title=title, caption=CAPTION, box=box_style, caption_justify="left")

@@ -104,11 +104,15 @@ class ExperimentSpec(Settings):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _semantic_problems(spec: ExperimentSpec) -> list[str]:
-    """Checks that need the registries: names exist, settings fit, experiments fit the classes."""
+def _semantic_problems(data: dict) -> list[str]:
+    """Checks that need the registries (names exist, settings fit, experiments fit the classes).
+    They read the raw mapping leniently, so they run even when other fields failed validation and
+    every problem is reported in one go; values of the wrong type are left to pydantic's report."""
     problems: list[str] = []
 
-    def known(registry, name: str, path: str) -> bool:
+    def known(registry, name: Any, path: str) -> bool:
+        if not isinstance(name, str):
+            return False
         try:
             registry.get(name)
             return True
@@ -116,36 +120,49 @@ def _semantic_problems(spec: ExperimentSpec) -> list[str]:
             problems.append(f"{path}: {err.what}; {err.fix}")
             return False
 
-    b = spec.benchmark
-    if known(DATASETS, b.dataset, "benchmark.dataset"):
-        n_classes = DATASETS.get(b.dataset).meta.get("n_classes")
-        if n_classes and b.scenario in ("class", "task"):
-            n_order = len(b.class_order) if b.class_order else n_classes
-            if b.n_experiences > n_order:
+    def section(key: str) -> dict:
+        value = data.get(key)
+        return value if isinstance(value, dict) else {}
+
+    b, training = section("benchmark"), section("training")
+    dataset = b.get("dataset", BenchmarkSpec.model_fields["dataset"].default)
+    if known(DATASETS, dataset, "benchmark.dataset"):
+        n_classes = DATASETS.get(dataset).meta.get("n_classes")
+        order, n_exp = b.get("class_order"), b.get("n_experiences", BenchmarkSpec.model_fields["n_experiences"].default)
+        if n_classes and b.get("scenario", "class") in ("class", "task") and isinstance(n_exp, int):
+            n_order = len(order) if isinstance(order, list) and order else n_classes
+            if n_exp > n_order:
                 problems.append(f"benchmark.n_experiences: expected at most {n_order} (one class per experience "
-                                f"at least), got {b.n_experiences}")
-            if b.class_order:
-                bad = [c for c in b.class_order if not 0 <= c < n_classes]
-                if bad:
-                    problems.append(f"benchmark.class_order: expected class ids in [0, {n_classes}), got {bad}")
-    if b.root is not None and not Path(b.root).expanduser().exists():
-        problems.append(f"benchmark.root: expected an existing path, got {b.root!r}; fix the path or leave it "
+                                f"at least), got {n_exp}")
+        if n_classes and isinstance(order, list):
+            bad = [c for c in order if not isinstance(c, int) or not 0 <= c < n_classes]
+            if bad:
+                problems.append(f"benchmark.class_order: expected class ids in [0, {n_classes}), got {bad}")
+    root = b.get("root")
+    if isinstance(root, str) and not Path(root).expanduser().exists():
+        problems.append(f"benchmark.root: expected an existing path, got {root!r}; fix the path or leave it "
                         f"out to use the dataset's default location")
-    if b.online_batch_size and spec.training.epochs != 1:
-        problems.append(f"training.epochs: expected 1 in an online scenario (single pass), got {spec.training.epochs}")
-    known(MODELS, spec.model.name, "model.name")
-    for i, s in enumerate(spec.strategies):
+    epochs = training.get("epochs", 1)
+    if b.get("online_batch_size") and isinstance(epochs, int) and epochs != 1:
+        problems.append(f"training.epochs: expected 1 in an online scenario (single pass), got {epochs}")
+    known(MODELS, section("model").get("name", "mlp"), "model.name")
+    strategies = data.get("strategies")
+    for i, s in enumerate(strategies if isinstance(strategies, list) else []):
+        s = {"name": s} if isinstance(s, str) else s
+        if not isinstance(s, dict):
+            continue
         path = f"strategies.{i}"
-        if known(STRATEGIES, s.name, f"{path}.name"):
-            cls = STRATEGIES.get(s.name).obj
+        if known(STRATEGIES, s.get("name"), f"{path}.name") and isinstance(s.get("settings", {}), dict):
             try:
-                cls.Config(**s.settings)
+                STRATEGIES.get(s["name"]).obj.Config(**s.get("settings", {}))
             except ValidationError as err:
                 problems += pydantic_problems(err, f"{path}.settings")
-        try:
-            TrainingConfig(**{**spec.training.model_dump(), **s.training})
-        except ValidationError as err:
-            problems += pydantic_problems(err, f"{path}.training")
+        if isinstance(s.get("training"), dict) and s["training"]:
+            try:
+                TrainingConfig(**{**training, **s["training"]})
+            except ValidationError as err:
+                problems += [p for p in pydantic_problems(err, f"{path}.training")
+                             if p.split(":")[0].split(".")[-1] in s["training"]]
     return problems
 
 
@@ -156,11 +173,12 @@ def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
     if not isinstance(data, dict):
         raise SpecError([f"top level: expected a mapping of fields (name, benchmark, model, training, "
                          f"strategies, seeds), got {type(data).__name__}: {data!r}"], source)
+    problems = []
     try:
         spec = ExperimentSpec(**data)
     except ValidationError as err:
-        raise SpecError(pydantic_problems(err), source) from None
-    problems = _semantic_problems(spec)
+        problems = pydantic_problems(err)
+    problems += [p for p in _semantic_problems(data) if p not in problems]
     if problems:
         raise SpecError(problems, source)
     return spec

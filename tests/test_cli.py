@@ -1,0 +1,71 @@
+"""The `palimpsest` command end to end, in a subprocess, on a tiny budget."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .conftest import tiny_spec
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "palimpsest", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_run_report_export_and_resume(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(strategies=["naive", "joint"], seeds=[0, 1])))
+    out = cli("run", str(spec), "--root", "res", "--no-progress", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "naive" in out.stdout and "joint" in out.stdout and "±" in out.stdout
+    reports = list((tmp_path / "res" / "reports").glob("*/report.html"))
+    assert len(reports) == 1 and "data:image/png;base64" in reports[0].read_text()
+    assert (reports[0].parent / "metrics.csv").exists()
+
+    listing = cli("runs", "--root", "res", cwd=tmp_path)
+    assert "finished" in listing.stdout and "tiny-" in listing.stdout
+    again = cli("report", "--root", "res", cwd=tmp_path)
+    assert again.returncode == 0 and "report:" in again.stdout
+    exported = cli("export", "tiny", "--root", "res", "--out", "csv", cwd=tmp_path)
+    assert exported.returncode == 0 and (tmp_path / "csv" / "accuracy.csv").exists()
+    # --resume of a finished spec starts a new experiment; nothing stored is lost
+    resumed = cli("run", str(spec), "--root", "res", "--no-progress", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0
+    assert len(list((tmp_path / "res" / "reports").glob("*/report.html"))) == 2
+
+
+def test_validate_reports_every_problem_and_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_spec(strategies=["naiv"], training={"epochs": -1})))
+    out = cli("validate", str(bad), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "2 problem(s)" in out.stderr and "did you mean 'naive'" in out.stderr and "training.epochs" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_validate_the_builtin_quickstart_and_recipes(tmp_path):
+    recipes = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        out = cli("validate", str(path), cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+
+
+def test_ls_lists_every_registry(tmp_path):
+    out = cli("ls", cwd=tmp_path)
+    assert out.returncode == 0
+    for word in ("benchmarks", "fashion_mnist", "models", "resnet18_slim", "strategies", "naive", "joint",
+                 "metrics", "forgetting", "scenarios"):
+        assert word in out.stdout
+    assert cli("ls", "strategy", cwd=tmp_path).returncode == 2
+
+
+def test_report_of_unknown_experiment_is_a_clear_error(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    assert cli("run", str(spec), "--root", "res", "--no-progress", cwd=tmp_path).returncode == 0
+    out = cli("report", "nope", "--root", "res", cwd=tmp_path)
+    assert out.returncode == 2 and "experiment 'nope' not found" in out.stderr
