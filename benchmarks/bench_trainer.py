@@ -102,28 +102,40 @@ def raw_network(init: dict) -> nn.Sequential:
 
 # ----------------------------------------------------------------------------------- training
 
-def run_palimpsest(stream: Stream, training: TrainingConfig, init: dict):
-    ctx, strategy = palimpsest_setup(stream, training, init)
-    per_step = []
-    start = time.perf_counter()
-    for k, exp in enumerate(stream.train):
-        ctx.step = k  # as the runner does before each step
-        per_step.append(train_step(ctx, strategy, exp).seconds)
-    return time.perf_counter() - start, per_step, ctx.model
+class PalimpsestSide:
+    """train_step with the naive strategy, one experience per call, as Runner.run_one drives it."""
+
+    def __init__(self, stream: Stream, training: TrainingConfig, init: dict) -> None:
+        self.stream = stream
+        self.ctx, self.strategy = palimpsest_setup(stream, training, init)
+        self.model = self.ctx.model
+        self.train_step_seconds: list[float] = []
+
+    def step(self, k: int) -> float:
+        start = time.perf_counter()
+        self.ctx.step = k  # as the runner does before each step
+        stats = train_step(self.ctx, self.strategy, self.stream.train[k])
+        seconds = time.perf_counter() - start
+        self.train_step_seconds.append(stats.seconds)
+        return seconds
 
 
-def run_raw(stream: Stream, training: TrainingConfig, init: dict):
+class RawSide:
     """What a careful hand-written class-incremental loop does: same shuffles (same generator
     seeds as train_step), logits of classes not seen yet masked as the single head masks them."""
-    net = raw_network(init)
-    opt = torch.optim.SGD(net.parameters(), lr=training.lr)
-    active = torch.zeros(stream.n_classes, dtype=torch.bool)
-    bs = training.batch_size
-    start = time.perf_counter()
-    net.train()
-    for k, exp in enumerate(stream.train):
-        active[list(exp.classes)] = True
-        inactive = ~active
+
+    def __init__(self, stream: Stream, training: TrainingConfig, init: dict) -> None:
+        self.stream, self.batch_size = stream, training.batch_size
+        self.net = raw_network(init)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=training.lr)
+        self.active = torch.zeros(stream.n_classes, dtype=torch.bool)
+
+    def step(self, k: int) -> float:
+        start = time.perf_counter()
+        net, opt, bs, exp = self.net, self.opt, self.batch_size, self.stream.train[k]
+        net.train()
+        self.active[list(exp.classes)] = True
+        inactive = ~self.active
         x, y = exp.inputs, exp.targets
         order = torch.randperm(len(exp), generator=generator(SEED, "shuffle", k))
         for i in range(0, len(order), bs):
@@ -133,7 +145,22 @@ def run_raw(stream: Stream, training: TrainingConfig, init: dict):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return time.perf_counter() - start, net
+        return time.perf_counter() - start
+
+
+def train_both(stream: Stream, training: TrainingConfig, init: dict, flip: bool):
+    """Train both sides over the whole stream, alternating experience by experience (and which
+    side goes first), so a busy neighbour slows both alike; return each side's total seconds."""
+    pal, raw = PalimpsestSide(stream, training, init), RawSide(stream, training, init)
+    t_pal = t_raw = 0.0
+    for k in range(len(stream.train)):
+        if (k % 2 == 0) != flip:
+            t_pal += pal.step(k)
+            t_raw += raw.step(k)
+        else:
+            t_raw += raw.step(k)
+            t_pal += pal.step(k)
+    return t_pal, t_raw, pal, raw
 
 
 def max_weight_difference(model, net: nn.Sequential) -> float:
@@ -150,25 +177,20 @@ def summarise(times: list[float]) -> dict:
 
 def bench_training(stream: Stream, training: TrainingConfig, init: dict, reps: int) -> dict:
     n_examples = sum(len(e) for e in stream.train)
-    # one untimed warm-up of each side (allocator, first-call dispatch)
-    run_palimpsest(stream, training, init)
-    run_raw(stream, training, init)
+    train_both(stream, training, init, False)  # untimed warm-up (allocator, first-call dispatch)
     pal, raw, pal_steps, pair_ratios, diffs = [], [], [], [], []
     for r in range(reps):
-        # alternate which side goes first so neither always follows the other
-        first_pal = r % 2 == 0
-        if not first_pal:
-            t_raw, net = run_raw(stream, training, init)
-        t_pal, steps, model = run_palimpsest(stream, training, init)
-        if first_pal:
-            t_raw, net = run_raw(stream, training, init)
+        t_pal, t_raw, pal_side, raw_side = train_both(stream, training, init, flip=r % 2 == 1)
         pal.append(t_pal)
         raw.append(t_raw)
-        pal_steps.append(steps)
+        pal_steps.append(pal_side.train_step_seconds)
         pair_ratios.append(t_pal / t_raw)
-        diffs.append(max_weight_difference(model, net))
+        diffs.append(max_weight_difference(pal_side.model, raw_side.net))
+    model = pal_side.model
     p, q = summarise(pal), summarise(raw)
-    ratio = p["median_s"] / q["median_s"]
+    # The verdict uses the median of per-repetition ratios: both sides of a repetition ran
+    # interleaved, so drift cancels within it; the ratios of medians and of minima are reported too.
+    ratio = statistics.median(pair_ratios)
     per_experience = statistics.median(t for steps in pal_steps for t in steps)
     return {
         "n_examples_per_rep": n_examples, "reps": reps,
@@ -177,8 +199,9 @@ def bench_training(stream: Stream, training: TrainingConfig, init: dict, reps: i
                        "train_step_seconds_median": per_experience},
         "raw": {**q, "examples_per_s_median": n_examples / q["median_s"],
                 "examples_per_s_best": n_examples / q["min_s"]},
-        "ratio_of_medians": ratio, "ratio_of_mins": p["min_s"] / q["min_s"],
-        "pairwise_ratio_median": statistics.median(pair_ratios), "pairwise_ratios": pair_ratios,
+        "ratio": ratio, "ratio_of_medians": p["median_s"] / q["median_s"], "ratio_of_mins": p["min_s"] / q["min_s"],
+        "pairwise_ratios": pair_ratios,
+        "pairwise_ratio_quartiles": statistics.quantiles(pair_ratios, n=4) if reps > 1 else [ratio] * 3,
         "goal_ratio": GOAL_RATIO, "meets_goal": ratio <= GOAL_RATIO,
         "max_abs_weight_difference": max(diffs),
         "final_model": model,  # removed before writing JSON
@@ -342,8 +365,10 @@ def main() -> None:
         row = tr[key]
         print(f"   {name:<31}{row['median_s']:8.3f} {row['min_s']:8.3f}    {row['examples_per_s_median']:10.0f}")
     verdict = "MEETS" if tr["meets_goal"] else "MISSES"
-    print(f"   ratio palimpsest/raw: {tr['ratio_of_medians']:.3f} (medians), {tr['ratio_of_mins']:.3f} (mins), "
-          f"{tr['pairwise_ratio_median']:.3f} (median of adjacent pairs) -> {verdict} the goal <= {GOAL_RATIO}")
+    q1, _, q3 = tr["pairwise_ratio_quartiles"]
+    print(f"   ratio palimpsest/raw: {tr['ratio']:.3f} (median of per-rep ratios, quartiles {q1:.3f}-{q3:.3f}); "
+          f"{tr['ratio_of_medians']:.3f} (of medians), {tr['ratio_of_mins']:.3f} (of mins)")
+    print(f"   -> {verdict} the goal ratio <= {GOAL_RATIO}")
     print(f"   max |weight difference| after training: {tr['max_abs_weight_difference']:.3g}")
 
     ev = bench_evaluation(stream, training, model, max(reps, 5), tr["palimpsest"]["train_step_seconds_median"])
