@@ -3,9 +3,14 @@
 Hooks (called by `learn.trainer`, in this order for each training step):
   schedule(stream)             which train experiences each step learns (default: one each)
   before_experience(ctx, exp)  e.g. snapshot weights, reinitialise, compute importances
-  batch_loss(ctx, batch, logits) -> loss   the loss of one mini-batch (default cross-entropy)
-  before_step(ctx, batch)      after backward, before optimizer.step (e.g. project gradients)
+  training_data(ctx, exp) -> exp   what to train on (default: the experience; GDumb: its buffer)
+  per mini-batch:
+    prepare_batch(ctx, batch) -> batch   e.g. append replayed examples (ER)
+    batch_loss(ctx, batch, logits) -> loss   the loss of one mini-batch (default cross-entropy)
+    before_step(ctx, batch)    after backward, before optimizer.step (e.g. project gradients)
+    after_step(ctx, batch)     after optimizer.step (e.g. SI's path integral, buffer updates)
   after_experience(ctx, exp)   e.g. fill a replay buffer, consolidate importances
+  eval_model(model) -> module  what evaluation calls (default: the model; iCaRL: nearest mean)
 
 What a strategy learns lives on the strategy object and round-trips through
 `state_dict()`/`load_state_dict()`; hooks never mutate the trainer.
@@ -81,11 +86,23 @@ class Strategy:
     def before_experience(self, ctx: TrainContext, exp: Experience) -> None:
         pass
 
+    def training_data(self, ctx: TrainContext, exp: Experience) -> Experience:
+        return exp
+
+    def prepare_batch(self, ctx: TrainContext, batch: Batch) -> Batch:
+        return batch
+
     def batch_loss(self, ctx: TrainContext, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, batch.targets)
 
     def before_step(self, ctx: TrainContext, batch: Batch) -> None:
         pass
+
+    def after_step(self, ctx: TrainContext, batch: Batch) -> None:
+        pass
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return model
 
     def after_experience(self, ctx: TrainContext, exp: Experience) -> None:
         pass

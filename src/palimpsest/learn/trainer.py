@@ -44,28 +44,31 @@ def train_step(ctx: TrainContext, strategy: Strategy, exp: Experience) -> StepSt
     model, opt, device = ctx.model, ctx.optimizer, ctx.device
     model.observe_classes(exp.classes)
     strategy.before_experience(ctx, exp)
+    data = strategy.training_data(ctx, exp)
     online = ctx.stream.online_batch_size
     epochs = 1 if online else ctx.training.epochs
     batch_size = online or ctx.training.batch_size
-    x_all, y_all, t_all = exp.inputs, exp.targets, task_ids_of(exp)
+    x_all, y_all, t_all = data.inputs, data.targets, task_ids_of(data)
     gen = generator(ctx.seed, "shuffle", ctx.step)
     total, n_batches = torch.zeros((), device=device), 0
     model.train()
     for epoch in range(epochs):
         ctx.epoch = epoch
-        order = torch.randperm(len(exp), generator=gen)
+        order = torch.randperm(len(data), generator=gen)
         for start_i in range(0, len(order), batch_size):
             idx = order[start_i:start_i + batch_size]
             batch = Batch(x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True),
                           t_all[idx].to(device, non_blocking=True))
+            batch = strategy.prepare_batch(ctx, batch)
             logits = ctx.forward(batch)
             loss = strategy.batch_loss(ctx, batch, logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             strategy.before_step(ctx, batch)
             opt.step()
+            strategy.after_step(ctx, batch)
             total += loss.detach()
             n_batches += 1
     strategy.after_experience(ctx, exp)
     mean_loss = float(total) / max(n_batches, 1)
-    return StepStats(time.perf_counter() - start, mean_loss, len(exp) * epochs, n_batches)
+    return StepStats(time.perf_counter() - start, mean_loss, len(data) * epochs, n_batches)

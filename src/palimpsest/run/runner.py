@@ -151,7 +151,7 @@ class Runner:
                 save_state(ckpt_dir / f"state_step{k}.safetensors", {"step": k, "optimizer": optimizer.state_dict(),
                                                                     "strategy": strategy.state_dict()})
                 tasks = sorted({stream.train[i].task_id for i in exp_ids})
-                self._evaluate_and_store(run_id, k, tasks, model, stream, training, device,
+                self._evaluate_and_store(run_id, k, tasks, strategy.eval_model(model), stream, training, device,
                                          {"train_seconds": stats.seconds, "mean_loss": stats.mean_loss,
                                           "n_examples": stats.n_examples}, str(path))
                 _remove_older_states(ckpt_dir, keep=k)

@@ -1,0 +1,3 @@
+from .buffer import ReplayBuffer, herding_order
+
+__all__ = ["ReplayBuffer", "herding_order"]

@@ -1,0 +1,189 @@
+"""A tensor-backed replay buffer with a memory budget in samples.
+
+Policies for what stays in memory:
+  reservoir       every example seen so far is kept with equal probability capacity / seen
+                  (Vitter 1985; the buffer of ER and DER, "On Tiny Episodic Memories", 2019)
+  class_balanced  at most capacity // (classes seen) examples per class; when full, an example of
+                  the largest class makes room (GDumb's greedy sampler, Prabhu et al. 2020)
+Selection of which examples of a class to keep (`select_class_balanced`): random, or herding
+(iCaRL, Rebuffi et al. 2017), whose order is also the priority when quotas shrink.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..core.errors import ConfigError
+from ..core.seeding import derive_seed
+
+POLICIES = ("reservoir", "class_balanced")
+
+
+class ReplayBuffer:
+    """Fixed-capacity storage of inputs, targets, task ids and (optionally) logits, as tensors."""
+
+    FIELDS = ("inputs", "targets", "task_ids", "logits")
+
+    def __init__(self, capacity: int, policy: str = "reservoir", seed: int = 0) -> None:
+        if capacity < 1:
+            raise ConfigError("replay buffer capacity must be at least 1", expected="an integer >= 1",
+                              got=capacity, fix="set buffer_size to the number of examples to keep")
+        if policy not in POLICIES:
+            raise ConfigError("unknown buffer policy", expected=" or ".join(POLICIES), got=policy)
+        self.capacity, self.policy = int(capacity), policy
+        self.size = 0
+        self.seen = 0
+        self.data: dict[str, torch.Tensor] = {}
+        self.generator = torch.Generator().manual_seed(derive_seed("buffer", seed))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _allocate(self, **tensors: torch.Tensor) -> None:
+        for name, t in tensors.items():
+            if t is not None and name not in self.data:
+                self.data[name] = torch.zeros((self.capacity, *t.shape[1:]), dtype=t.dtype, device=t.device)
+
+    def _put(self, slots: torch.Tensor, rows: torch.Tensor, tensors: dict[str, torch.Tensor | None]) -> None:
+        for name, t in tensors.items():
+            if t is not None:
+                self.data[name][slots] = t[rows].detach().to(self.data[name].dtype)
+
+    def add(self, inputs: torch.Tensor, targets: torch.Tensor, task_ids: torch.Tensor | None = None,
+            logits: torch.Tensor | None = None) -> None:
+        """Offer a batch of examples to the buffer under its policy."""
+        if task_ids is None:
+            task_ids = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
+        tensors = {"inputs": inputs, "targets": targets, "task_ids": task_ids, "logits": logits}
+        self._allocate(**tensors)
+        if self.policy == "reservoir":
+            self._add_reservoir(tensors, len(targets))
+        else:
+            self._add_balanced(tensors, len(targets))
+
+    def _add_reservoir(self, tensors, n: int) -> None:
+        # Items that fit in free slots go in directly; each later item i (the seen_i-th example)
+        # replaces a uniform slot j in [0, seen_i] when j < capacity. Later items win ties, as in a
+        # sequential loop.
+        free = max(0, min(self.capacity - self.size, n))
+        if free:
+            slots = torch.arange(self.size, self.size + free)
+            self._put(slots, torch.arange(free), tensors)
+            self.size += free
+        if n > free:
+            counts = torch.arange(self.seen + free, self.seen + n, dtype=torch.float64) + 1
+            draws = (torch.rand(n - free, generator=self.generator, dtype=torch.float64) * counts).long()
+            accept = draws < self.capacity
+            rows = torch.arange(free, n)[accept]
+            slots = draws[accept]
+            if len(slots):
+                # keep only the last write to each slot
+                last = {int(s): int(r) for s, r in zip(slots, rows)}
+                self._put(torch.tensor(list(last.keys())), torch.tensor(list(last.values())), tensors)
+        self.seen += n
+
+    def _add_balanced(self, tensors, n: int) -> None:
+        targets = tensors["targets"]
+        for i in range(n):
+            self.seen += 1
+            if self.size < self.capacity:
+                self._put(torch.tensor([self.size]), torch.tensor([i]), tensors)
+                self.size += 1
+                continue
+            stored = self.data["targets"][:self.size]
+            classes, counts = torch.unique(stored, return_counts=True)
+            label = int(targets[i])
+            own = int(counts[classes == label].sum()) if (classes == label).any() else 0
+            largest = int(counts.max())
+            if own >= largest:
+                continue  # its class already holds the most slots: keep the buffer as it is
+            biggest = classes[counts == largest]
+            victim_class = biggest[torch.randint(len(biggest), (1,), generator=self.generator)]
+            candidates = (stored == victim_class).nonzero(as_tuple=True)[0]
+            slot = candidates[torch.randint(len(candidates), (1,), generator=self.generator)]
+            self._put(slot, torch.tensor([i]), tensors)
+
+    def sample(self, n: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Up to n stored examples drawn uniformly without replacement."""
+        if self.size == 0:
+            return {}
+        idx = torch.randperm(self.size, generator=self.generator)[:n]
+        return {k: (v[idx] if device is None else v[idx].to(device)) for k, v in self.data.items()}
+
+    def all(self) -> dict[str, torch.Tensor]:
+        return {k: v[:self.size] for k, v in self.data.items()}
+
+    def class_counts(self) -> dict[int, int]:
+        if self.size == 0:
+            return {}
+        classes, counts = torch.unique(self.data["targets"][:self.size], return_counts=True)
+        return {int(c): int(k) for c, k in zip(classes, counts)}
+
+    def select_class_balanced(self, inputs: torch.Tensor, targets: torch.Tensor, task_ids: torch.Tensor,
+                              selection: str = "random", features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                              logits: torch.Tensor | None = None) -> None:
+        """End-of-experience update (iCaRL): the new classes join, every class gets
+        capacity // (classes seen) slots; old classes keep their first (highest-priority) examples,
+        new classes are chosen by `selection` ("random" or "herding" on `features`)."""
+        if selection not in ("random", "herding"):
+            raise ConfigError("unknown exemplar selection", expected="'random' or 'herding'", got=selection)
+        if selection == "herding" and features is None:
+            raise ConfigError("herding needs a feature extractor", expected="features=model.features", got=None)
+        tensors = {"inputs": inputs, "targets": targets, "task_ids": task_ids, "logits": logits}
+        self._allocate(**tensors)
+        old = self.all()
+        new_classes = [int(c) for c in torch.unique(targets)]
+        old_classes = [c for c in self.class_counts() if c not in new_classes]
+        per_class = self.capacity // max(1, len(old_classes) + len(new_classes))
+        keep: list[dict[str, torch.Tensor]] = []
+        for c in old_classes:
+            rows = (old["targets"] == c).nonzero(as_tuple=True)[0][:per_class]
+            keep.append({k: v[rows] for k, v in old.items()})
+        for c in new_classes:
+            rows = (targets == c).nonzero(as_tuple=True)[0]
+            if selection == "random":
+                order = rows[torch.randperm(len(rows), generator=self.generator)]
+            else:
+                with torch.no_grad():
+                    order = rows[herding_order(features(inputs[rows]), per_class)]
+            chosen = order[:per_class]
+            keep.append({k: t[chosen] for k, t in tensors.items() if t is not None})
+        self.size = 0
+        for part in keep:
+            m = len(part["targets"])
+            if m:
+                slots = torch.arange(self.size, self.size + m)
+                for k, v in part.items():
+                    self.data[k][slots] = v.to(self.data[k].dtype)
+                self.size += m
+        self.seen += len(targets)
+
+    def state_dict(self) -> dict:
+        return {"capacity": self.capacity, "policy": self.policy, "size": self.size, "seen": self.seen,
+                "data": {k: v.clone() for k, v in self.data.items()},
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.capacity, self.policy = int(state["capacity"]), state["policy"]
+        self.size, self.seen = int(state["size"]), int(state["seen"])
+        self.data = {k: v.clone() for k, v in state["data"].items()}
+        self.generator.set_state(state["generator"])
+
+
+def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
+    """iCaRL's herding: greedily pick examples whose running mean stays closest to the class mean
+    of the L2-normalised features; returns up to m indices in priority order."""
+    f = torch.nn.functional.normalize(features.flatten(1).double(), dim=1)
+    mu = f.mean(0)
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(len(f), dtype=torch.bool)
+    for k in range(1, min(m, len(f)) + 1):
+        candidate = (mu - (running + f) / k).norm(dim=1)
+        candidate[~available] = float("inf")
+        i = int(candidate.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += f[i]
+    return torch.tensor(chosen, dtype=torch.long)
