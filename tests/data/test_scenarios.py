@@ -87,12 +87,22 @@ def test_validation_split_is_carved_from_training(digits):
 def test_online_and_recurring(digits_stream):
     o = online(digits_stream, 10)
     assert o.online_batch_size == 10 and len(o.train) == 5
-    r = recurring(digits_stream, 20, "power_law", alpha=2.0, seed=0)
-    order = r.learned_task
-    assert order[:5] == [0, 1, 2, 3, 4] and len(order) == 20
-    counts = np.bincount(order[5:], minlength=5)
-    assert counts[0] > counts[4]  # rank-0 task recurs most under a power law
-    u = recurring(digits_stream, 20, "uniform", seed=0)
-    assert set(u.learned_task) == set(range(5))
+    r = recurring(digits_stream, 20, "power_law", alpha=2.0, seed=0, introduce="first")
+    assert r.learned_task[:5] == [0, 1, 2, 3, 4] and len(r.learned_task) == 20
+    spread = recurring(digits_stream, 20, "uniform", seed=0)
+    assert [spread.learned_task.index(k) for k in range(5)] == [0, 4, 8, 12, 16]
+    assert set(spread.learned_task) == set(range(5))
     with pytest.raises(ConfigError, match="too short"):
         recurring(digits_stream, 3)
+
+
+def test_power_law_recurrence_favours_recently_seen_tasks(digits_stream):
+    # P(task) ~ (steps since last seen)^-alpha: an immediate repeat is the most likely revisit,
+    # so with a steep exponent repeats dominate, and with uniform draws they do not.
+    def repeat_share(stream):
+        order = stream.learned_task
+        return np.mean([a == b for a, b in zip(order[5:], order[6:])])
+    steep = recurring(digits_stream, 400, "power_law", alpha=3.0, seed=1, introduce="first")
+    flat = recurring(digits_stream, 400, "uniform", seed=1, introduce="first")
+    assert repeat_share(steep) > 0.7 and repeat_share(flat) < 0.35
+    assert steep.info["recurrence"]["order"] == steep.learned_task

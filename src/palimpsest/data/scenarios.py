@@ -238,25 +238,43 @@ def online(stream: Stream, batch_size: int = 10) -> Stream:
 
 
 def recurring(stream: Stream, length: int, distribution: str = "uniform", alpha: float = 1.0,
-              seed: int = 0, cover_all_first: bool = True) -> Stream:
+              seed: int = 0, introduce: str = "spread") -> Stream:
     """A training sequence of `length` steps in which experiences recur.
 
-    uniform: each step draws a task uniformly; power_law: task k (by rank) is drawn with
-    probability proportional to (k+1)^-alpha, the naturalistic setting of "Catastrophic
-    Interference is Mitigated in Naturalistic Power-Law Learning Environments". With
-    `cover_all_first` the first T steps visit every task once in order.
+    New tasks are introduced in order, either all first (`introduce="first"`) or spread evenly over
+    the sequence (`"spread"`: task k first appears at step round(k * length / T)). Every other step
+    revisits a task already introduced:
+      uniform    each introduced task equally likely;
+      power_law  task k with probability proportional to (steps since k was last seen)^-alpha: the
+                 naturalistic environment of "Catastrophic Interference is Mitigated in
+                 Naturalistic Power-Law Learning Environments", where the chance of meeting a task
+                 decays as a power law of the time since it was last performed.
     """
     t = stream.n_tasks
     if distribution not in ("uniform", "power_law"):
         raise ConfigError("unknown recurrence distribution", expected="'uniform' or 'power_law'", got=distribution)
-    if length < (t if cover_all_first else 1):
-        raise ConfigError("recurring sequence too short", expected=f"length >= {t} (every task once first)",
-                          got=length, fix="raise length or set cover_all_first=False")
+    if introduce not in ("first", "spread"):
+        raise ConfigError("unknown task introduction", expected="'first' or 'spread'", got=introduce)
+    if length < t:
+        raise ConfigError("recurring sequence too short", expected=f"length >= {t} (every task at least once)",
+                          got=length, fix="raise length")
     base = {e.task_id: e for e in stream.train}
     rng = np.random.default_rng(derive_seed("recurring", seed))
-    weights = np.ones(t) if distribution == "uniform" else (np.arange(1, t + 1, dtype=float) ** -alpha)
-    weights /= weights.sum()
-    head = list(range(t)) if cover_all_first else []
-    order = head + [int(k) for k in rng.choice(t, size=length - len(head), p=weights)]
-    info = dict(stream.info, recurrence={"distribution": distribution, "alpha": alpha, "order": order})
+    starts = list(range(t)) if introduce == "first" else [int(round(k * length / t)) for k in range(t)]
+    order: list[int] = []
+    last_seen: dict[int, int] = {}
+    for step in range(length):
+        if step in starts:
+            task = starts.index(step)
+        else:
+            known = np.array(sorted(last_seen))
+            if distribution == "uniform":
+                weights = np.ones(len(known))
+            else:
+                weights = np.array([step - last_seen[k] for k in known], dtype=float) ** -alpha
+            task = int(rng.choice(known, p=weights / weights.sum()))
+        order.append(task)
+        last_seen[task] = step
+    info = dict(stream.info, recurrence={"distribution": distribution, "alpha": alpha, "introduce": introduce,
+                                         "order": order})
     return replace(stream, name=f"recurring_{stream.name}", train=tuple(base[k] for k in order), info=info)

@@ -42,7 +42,7 @@ def build_stream(b: BenchmarkSpec, seed: int) -> Stream:
                                    validation_fraction=b.validation_fraction, task_labels=b.scenario == "task")
     if b.recurrence:
         r = b.recurrence
-        stream = recurring(stream, r.length, r.distribution, r.alpha, seed=seed, cover_all_first=r.cover_all_first)
+        stream = recurring(stream, r.length, r.distribution, r.alpha, seed=seed, introduce=r.introduce)
     if b.online_batch_size:
         stream = online(stream, b.online_batch_size)
     return stream

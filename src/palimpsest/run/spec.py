@@ -19,7 +19,7 @@ class RecurrenceSpec(Settings):
     length: int = Field(..., ge=1, description="number of training steps")
     distribution: Literal["uniform", "power_law"] = "uniform"
     alpha: float = Field(1.0, gt=0)
-    cover_all_first: bool = True
+    introduce: Literal["first", "spread"] = Field("spread", description="new tasks all first, or spread evenly")
 
 
 class BenchmarkSpec(Settings):
