@@ -108,9 +108,22 @@ def ls(kind: Optional[str] = typer.Argument(None, help="benchmarks, models, stra
             if name == "benchmarks" and e.meta.get("n_classes"):
                 extra = f" [dim]({e.meta['n_classes']} classes, input {tuple(e.meta.get('input_shape', ()))})[/]"
             console.print(f"  {e.name:<28} {e.summary}{extra}", highlight=False)
+            if name == "strategies":
+                _print_defaults(e)
     if not kind:
         console.print("[bold]scenarios[/]\n  class, task, domain (permutation | rotation); online_batch_size for "
                       "single-pass; recurrence {uniform | power_law}", highlight=False)
+
+
+def _print_defaults(entry) -> None:
+    from .learn.defaults import DEFAULTS
+    fields = entry.obj.Config.model_fields
+    if fields:
+        base = ", ".join(f"{k}={v.default!r}" for k, v in fields.items())
+        console.print(f"  {'':<28} [dim]defaults: {base}[/]", highlight=False)
+    for pattern, values in DEFAULTS.get(entry.name, {}).items():
+        tuned = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        console.print(f"  {'':<28} [dim]on {pattern}: {tuned}[/]", highlight=False)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from ..data.scenarios import Stream, class_incremental, domain_incremental, onli
 from ..evaluate.evaluator import evaluate_stream
 from ..evaluate.metrics import compute_metrics
 from ..learn import make_optimizer, merge, train_step
+from ..learn.defaults import defaults_for
 from ..learn.strategy import Strategy, TrainContext
 from ..models import create_model
 from .checkpoint import load_state, save_state
@@ -109,7 +110,8 @@ class Runner:
             return run_id
         training = self.spec.training_for(s)
         stream = self.stream(seed)
-        strategy: Strategy = STRATEGIES.create(s.name, **s.settings)
+        b = self.spec.benchmark
+        strategy: Strategy = STRATEGIES.create(s.name, **{**defaults_for(s.name, b.dataset, b.scenario), **s.settings})
         strategy.check_stream(stream)
         schedule = strategy.schedule(stream)
         device = pick_device(training.device)

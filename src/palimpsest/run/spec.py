@@ -13,6 +13,7 @@ from ..core.config import Settings, pydantic_problems
 from ..core.errors import PalimpsestError, SpecError
 from ..core.registry import DATASETS, MODELS, STRATEGIES
 from ..learn.config import TrainingConfig
+from ..learn.defaults import defaults_for
 
 
 class RecurrenceSpec(Settings):
@@ -153,8 +154,9 @@ def _semantic_problems(data: dict) -> list[str]:
             continue
         path = f"strategies.{i}"
         if known(STRATEGIES, s.get("name"), f"{path}.name") and isinstance(s.get("settings", {}), dict):
+            tuned = defaults_for(s["name"], str(dataset), str(b.get("scenario", "class")))
             try:
-                STRATEGIES.get(s["name"]).obj.Config(**s.get("settings", {}))
+                STRATEGIES.get(s["name"]).obj.Config(**{**tuned, **s.get("settings", {})})
             except ValidationError as err:
                 problems += pydantic_problems(err, f"{path}.settings")
         if isinstance(s.get("training"), dict) and s["training"]:

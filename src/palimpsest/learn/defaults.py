@@ -1,0 +1,24 @@
+"""Default hyperparameters per strategy and benchmark, kept in one place.
+
+Keys are "<dataset>/<scenario>" with "*" wildcards (fnmatch); the most specific matching key wins
+(more literal characters), then the strategy's own Config defaults fill the rest. A spec's
+`settings` always override these. `palimpsest ls strategies` prints this table.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+# strategy -> {"dataset/scenario" pattern -> settings}
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def defaults_for(strategy: str, dataset: str, scenario: str) -> dict[str, Any]:
+    """The tuned defaults of `strategy` on `dataset` in `scenario` ("class", "task", "domain")."""
+    table = DEFAULTS.get(strategy, {})
+    key = f"{dataset}/{scenario}"
+    matches = [p for p in table if fnmatch.fnmatchcase(key, p)]
+    out: dict[str, Any] = {}
+    for pattern in sorted(matches, key=lambda p: len(p.replace("*", ""))):
+        out.update(table[pattern])
+    return out
