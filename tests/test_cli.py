@@ -69,3 +69,45 @@ def test_report_of_unknown_experiment_is_a_clear_error(tmp_path):
     assert cli("run", str(spec), "--root", "res", "--no-progress", cwd=tmp_path).returncode == 0
     out = cli("report", "nope", "--root", "res", cwd=tmp_path)
     assert out.returncode == 2 and "experiment 'nope' not found" in out.stderr
+
+
+def test_sigkilled_run_resumes_to_identical_results(tmp_path):
+    """A real SIGKILL mid-run: finished steps survive and --resume reproduces an uninterrupted run."""
+    import signal
+    import sqlite3
+    import time
+
+    import numpy as np
+
+    from palimpsest.run import ResultsDB
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(training={"epochs": 40})))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "palimpsest", "run", str(spec), "--no-progress"]
+    proc = subprocess.Popen(args + ["--root", "killed"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    db_path = tmp_path / "killed" / "results.sqlite"
+    deadline = time.time() + 120
+    steps = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db_path.exists():
+            try:
+                with sqlite3.connect(db_path, timeout=1) as conn:
+                    steps = conn.execute("SELECT COUNT(*) FROM steps WHERE step >= 0").fetchone()[0]
+            except sqlite3.OperationalError:
+                steps = 0
+            if steps >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; raise the epochs"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= steps < 5
+    assert cli("run", str(spec), "--root", "killed", "--no-progress", "--resume", cwd=tmp_path).returncode == 0
+    assert cli("run", str(spec), "--root", "clean", "--no-progress", cwd=tmp_path).returncode == 0
+    killed, clean = ResultsDB(tmp_path / "killed"), ResultsDB(tmp_path / "clean")
+    (exp_k,), (exp_c,) = [e["id"] for e in killed.experiments()], [e["id"] for e in clean.experiments()]
+    rk, rc = killed.record(f"{exp_k}/naive/seed0"), clean.record(f"{exp_c}/naive/seed0")
+    np.testing.assert_array_equal(rk.acc["class"], rc.acc["class"])
+    assert killed.experiment(exp_k)["status"] == "finished"

@@ -1,0 +1,85 @@
+"""A-GEM from "Efficient Lifelong Learning with A-GEM" (Chaudhry et al., 2019).
+
+An episodic memory holds examples of finished experiences. Before every optimizer step the
+reference gradient g_ref of the loss on a random memory sample is computed; when the incoming
+gradient g points against it (g . g_ref < 0) it is projected to
+    g <- g - (g . g_ref) / (g_ref . g_ref) * g_ref,
+so that, to first order, the step does not increase the memory loss. The projection runs over all
+parameters as one vector (the paper's flattened gradient); g_ref comes from `torch.autograd.grad`,
+so the incoming gradient in `.grad` is never overwritten and needs no save/restore.
+
+Memory: as in the paper, examples join at the end of each experience, the memory being only read
+while training. With the reservoir policy every experience gets an equal share,
+buffer_size // (training steps of the stream), drawn at random (the authors keep mem_size examples
+per class of each task; Mammoth keeps buffer_size // n_tasks of each task). With the class_balanced
+policy the whole experience is offered in random order and the buffer stays full with an equal
+share per class seen.
+"""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from ..core.registry import STRATEGIES
+from .replay import ReplaySettings, ReplayStrategy, as_batch
+from .strategy import Batch
+from .trainer import task_ids_of
+
+
+class AGEMConfig(ReplaySettings):
+    replay_batch_size: int | None = Field(
+        256, ge=0, description="memory examples behind each reference gradient (the paper uses 256); "
+        "None = as many as the incoming batch; 0 turns the projection off")
+
+
+@STRATEGIES.register("agem", summary="averaged gradient episodic memory: project gradients that would raise "
+                     "the loss on memory examples (Chaudhry et al. 2019)")
+class AGEM(ReplayStrategy):
+    """Averaged Gradient Episodic Memory (Chaudhry et al., 2019)."""
+
+    name = "agem"
+    Config = AGEMConfig
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self.projected_steps = torch.zeros((), dtype=torch.long)
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.projected_steps = torch.zeros((), dtype=torch.long, device=ctx.device)
+
+    def before_step(self, ctx, batch):
+        memory = self.sample_replay(ctx, self.replay_size(batch))
+        if not memory:
+            return
+        params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
+        reference = F.cross_entropy(ctx.forward(as_batch(memory)), memory["targets"])
+        ref_grads = torch.autograd.grad(reference, params, allow_unused=True)
+        pairs = [(p, r) for p, r in zip(params, ref_grads) if r is not None]
+        dot = sum((p.grad * r).sum() for p, r in pairs if p.grad is not None)
+        if not isinstance(dot, torch.Tensor):  # no parameter has both gradients
+            return
+        ref_norm = sum((r * r).sum() for _, r in pairs)
+        # coefficient 0 (no change, bit for bit) unless the gradients conflict; no host sync
+        coef = dot.clamp(max=0) / ref_norm.clamp(min=torch.finfo(ref_norm.dtype).tiny)
+        for p, r in pairs:
+            if p.grad is None:
+                p.grad = -coef * r
+            else:
+                p.grad.sub_(coef * r)
+        self.projected_steps = self.projected_steps.to(dot.device) + (dot < 0)
+
+    def after_experience(self, ctx, exp):
+        order = torch.randperm(len(exp), generator=self.buffer.generator)
+        if self.config.buffer_policy == "reservoir":
+            order = order[:max(1, self.config.buffer_size // len(ctx.stream.train))]
+        chosen = Batch(exp.inputs[order], exp.targets[order], task_ids_of(exp)[order])
+        self.remember(ctx, Batch(*(t.to(ctx.device) for t in chosen)))
+
+    def state_dict(self):
+        return {**super().state_dict(), "projected_steps": self.projected_steps}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.projected_steps = state["projected_steps"].clone()

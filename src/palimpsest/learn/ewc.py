@@ -1,0 +1,110 @@
+"""Elastic Weight Consolidation and its online variant.
+
+EWC: "Overcoming catastrophic forgetting in neural networks", Kirkpatrick et al. (2017).
+Online EWC: "Progress & Compress: A scalable framework for continual learning", Schwarz et al. (2018).
+
+After each experience the diagonal Fisher F is estimated on that experience's training data,
+PER EXAMPLE: F = (1/N) sum_n (d log p(label_n | x_n) / d theta)^2, where label_n is the true
+label (the empirical Fisher, as Avalanche and Mammoth use), the model's predicted label, or a
+label sampled from the model's own predictive distribution (the Fisher as defined). In
+class-incremental single-head models only the classes the model can predict enter the softmax.
+
+EWC keeps one penalty per past experience, (lambda/2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2;
+their sum is stored exactly (up to a constant) as a single quadratic with summed Fisher and an
+importance-weighted anchor, so memory and time do not grow with the number of experiences.
+Online EWC keeps a single running Fisher F <- gamma F + F_new and a single anchor (the weights at
+the end of the latest experience).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from ..core.config import Settings
+from ..core.registry import STRATEGIES
+from ..core.seeding import generator
+from .regularizer import QuadraticPenalty, per_example_importance
+from .strategy import Strategy
+from .trainer import task_ids_of
+
+
+class EWCConfig(Settings):
+    ewc_lambda: float = Field(100.0, ge=0, description="lambda: weight of (lambda/2) sum F (theta - theta*)^2")
+    fisher_labels: Literal["true", "predicted", "sampled"] = Field(
+        "true", description="label whose log-likelihood gradient enters the Fisher: the true one (empirical "
+                            "Fisher), the model's argmax, or one sampled from the model's softmax")
+
+
+class OnlineEWCConfig(EWCConfig):
+    gamma: float = Field(1.0, ge=0, le=1, description="decay of the running Fisher: F <- gamma F + F_new")
+
+
+def fisher_diagonal(ctx, exp, labels: str) -> dict[str, torch.Tensor]:
+    """Per-example diagonal Fisher of the log-likelihood on `exp` (see the module docstring)."""
+    gen = generator(ctx.seed, "fisher_labels", ctx.step)
+
+    def pick_labels(logits, targets):
+        if labels == "true":
+            return targets
+        if labels == "predicted":
+            return logits.argmax(1)
+        # Masked classes have probability exactly 0, so they are never drawn.
+        probs = torch.softmax(logits.float(), 1).cpu()
+        return torch.multinomial(probs, 1, generator=gen).squeeze(1).to(logits.device)
+
+    def nll(logits, label):
+        return torch.nn.functional.cross_entropy(logits, label, reduction="none")
+
+    return per_example_importance(ctx.model, exp.inputs, exp.targets, task_ids_of(exp), ctx.use_task_ids,
+                                  pick_labels, nll, "square", ctx.device)
+
+
+@STRATEGIES.register("ewc", summary="Elastic Weight Consolidation: Fisher-weighted anchors, one per experience")
+class EWC(Strategy):
+    """Cross-entropy + (lambda/2) sum_t F_t (theta - theta*_t)^2, F_t the diagonal Fisher of experience t.
+
+    Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks" (2017).
+    """
+
+    name = "ewc"
+    Config = EWCConfig
+
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
+        self.penalty = QuadraticPenalty()
+
+    def batch_loss(self, ctx, batch, logits):
+        loss = torch.nn.functional.cross_entropy(logits, batch.targets)
+        if self.penalty:
+            loss = loss + 0.5 * self.config.ewc_lambda * self.penalty(ctx.model)
+        return loss
+
+    def after_experience(self, ctx, exp):
+        fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels)
+        self.consolidate(ctx, fisher)
+
+    def consolidate(self, ctx, fisher):
+        self.penalty.consolidate(ctx.model, fisher, merge_anchors=True)
+
+    def state_dict(self):
+        return self.penalty.state_dict()
+
+    def load_state_dict(self, state):
+        self.penalty.load_state_dict(state)
+
+
+@STRATEGIES.register("online_ewc", summary="online EWC (Progress & Compress): one running Fisher, one anchor")
+class OnlineEWC(EWC):
+    """Cross-entropy + (lambda/2) sum F (theta - theta*)^2 with F <- gamma F + F_new and theta* the
+    weights after the latest experience.
+
+    Schwarz et al., "Progress & Compress: A scalable framework for continual learning" (2018).
+    """
+
+    name = "online_ewc"
+    Config = OnlineEWCConfig
+
+    def consolidate(self, ctx, fisher):
+        self.penalty.consolidate(ctx.model, fisher, decay=self.config.gamma)
