@@ -2,7 +2,7 @@
 from . import cumulative, from_scratch, joint, naive  # noqa: F401
 from .config import TrainingConfig, make_optimizer
 from .strategy import Batch, Strategy, TrainContext
-from .trainer import StepStats, merge, train_step
+from .trainer import StepStats, fit, merge, shuffled_batches, train_step
 
-__all__ = ["TrainingConfig", "make_optimizer", "Batch", "Strategy", "TrainContext", "StepStats", "merge",
+__all__ = ["TrainingConfig", "make_optimizer", "Batch", "Strategy", "TrainContext", "StepStats", "fit", "merge", "shuffled_batches",
            "train_step"]

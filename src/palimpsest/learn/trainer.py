@@ -30,6 +30,14 @@ def task_ids_of(exp: Experience) -> torch.Tensor:
     return ids if ids is not None else torch.full((len(exp),), exp.task_id, dtype=torch.long)
 
 
+def shuffled_batches(n: int, batch_size: int, epochs: int, gen: torch.Generator):
+    """(epoch, index tensor) for each mini-batch: a fresh permutation per epoch from `gen`."""
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            yield epoch, order[start:start + batch_size]
+
+
 @dataclass
 class StepStats:
     seconds: float
@@ -52,23 +60,45 @@ def train_step(ctx: TrainContext, strategy: Strategy, exp: Experience) -> StepSt
     gen = generator(ctx.seed, "shuffle", ctx.step)
     total, n_batches = torch.zeros((), device=device), 0
     model.train()
-    for epoch in range(epochs):
+    for epoch, idx in shuffled_batches(len(data), batch_size, epochs, gen):
         ctx.epoch = epoch
-        order = torch.randperm(len(data), generator=gen)
-        for start_i in range(0, len(order), batch_size):
-            idx = order[start_i:start_i + batch_size]
-            batch = Batch(x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True),
-                          t_all[idx].to(device, non_blocking=True))
-            batch = strategy.prepare_batch(ctx, batch)
-            logits = ctx.forward(batch)
-            loss = strategy.batch_loss(ctx, batch, logits)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            strategy.before_step(ctx, batch)
-            opt.step()
-            strategy.after_step(ctx, batch)
-            total += loss.detach()
-            n_batches += 1
+        batch = Batch(x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True),
+                      t_all[idx].to(device, non_blocking=True))
+        batch = strategy.prepare_batch(ctx, batch)
+        logits = ctx.forward(batch)
+        loss = strategy.batch_loss(ctx, batch, logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        strategy.before_step(ctx, batch)
+        opt.step()
+        strategy.after_step(ctx, batch)
+        total += loss.detach()
+        n_batches += 1
     strategy.after_experience(ctx, exp)
     mean_loss = float(total) / max(n_batches, 1)
     return StepStats(time.perf_counter() - start, mean_loss, len(data) * epochs, n_batches)
+
+
+def fit(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, training, seed: int,
+        device: torch.device | str = "cpu", loss_fn=None, optimizer: torch.optim.Optimizer | None = None,
+        stage: str = "fit") -> StepStats:
+    """Plain supervised training of `model` on (inputs, targets) with the given TrainingConfig: the
+    original recipe of an unlearning experiment, retraining from scratch and fine-tuning all use
+    it. `loss_fn(logits, targets)` defaults to cross-entropy; batches come from (seed, stage)."""
+    from .config import make_optimizer
+    start = time.perf_counter()
+    opt = optimizer or make_optimizer(model.parameters(), training)
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+    gen = generator(seed, "fit", stage)
+    total, n_batches = torch.zeros((), device=device), 0
+    model.train()
+    for _, idx in shuffled_batches(len(targets), training.batch_size, training.epochs, gen):
+        x, y = inputs[idx].to(device, non_blocking=True), targets[idx].to(device, non_blocking=True)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach()
+        n_batches += 1
+    return StepStats(time.perf_counter() - start, float(total) / max(n_batches, 1), len(targets) * training.epochs,
+                     n_batches)
