@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS train_data (
   indices BLOB NOT NULL, PRIMARY KEY (run_id, position));
 CREATE TABLE IF NOT EXISTS metrics (
   run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS models (
+  id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, seed INTEGER NOT NULL, role TEXT NOT NULL,
+  path TEXT NOT NULL, seconds REAL, info_json TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+  id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, source TEXT NOT NULL, seed INTEGER NOT NULL,
+  request_json TEXT NOT NULL, forget_key TEXT NOT NULL, method TEXT NOT NULL, label TEXT NOT NULL,
+  settings_json TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL, finished REAL, seconds REAL,
+  audit_json TEXT, error TEXT);
 """
 
 INITIAL_STEP = -1  # the evaluation of the untrained model
@@ -117,6 +125,45 @@ class ResultsDB:
             pick = matches[0]
         spec = self.conn.execute("SELECT spec_yaml FROM experiments WHERE id=?", (pick["id"],)).fetchone()[0]
         return dict(pick, spec_yaml=spec)
+
+    # -- unlearning: stored models and the ledger of forget requests ---------------------------
+    def model_entry(self, model_id: str) -> dict | None:
+        cur = self.conn.execute("SELECT * FROM models WHERE id=?", (model_id,))
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def add_model(self, model_id: str, exp_id: str, seed: int, role: str, path: str, seconds: float,
+                  info: dict) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?)",
+                      (model_id, exp_id, seed, role, path, seconds, json.dumps(info), time.time()))
+
+    def ledger_open(self, entry_id: str, exp_id: str, source: str, seed: int, request: dict, forget_key: str,
+                    method: str, label: str, settings: dict) -> None:
+        """Record a request before its method runs, so a crash leaves a visible record."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (entry_id, exp_id, source, seed, json.dumps(request), forget_key, method, label,
+                       json.dumps(settings), "running", time.time(), None, None, None, None))
+
+    def ledger_close(self, entry_id: str, status: str, seconds: float | None = None, audit: dict | None = None,
+                     error: str | None = None) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE ledger SET status=?, finished=?, seconds=?, audit_json=?, error=? WHERE id=?",
+                      (status, time.time(), seconds, json.dumps(audit) if audit is not None else None, error,
+                       entry_id))
+
+    def ledger(self, exp_id: str | None = None) -> list[dict]:
+        query = "SELECT * FROM ledger" + (" WHERE experiment_id=?" if exp_id else "") + " ORDER BY created"
+        cur = self.conn.execute(query, (exp_id,) if exp_id else ())
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        for r in rows:
+            r["request"] = json.loads(r.pop("request_json"))
+            r["settings"] = json.loads(r.pop("settings_json"))
+            audit = r.pop("audit_json")
+            r["audit"] = json.loads(audit) if audit is not None else None
+        return rows
 
     def latest_unfinished(self, spec_hash: str) -> str | None:
         row = self.conn.execute("SELECT id FROM experiments WHERE spec_hash=? AND status!='finished' "

@@ -186,8 +186,9 @@ def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
     return spec
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a YAML spec file."""
+def load_spec(path: str | Path):
+    """Read and validate a YAML spec file: a learning spec (ExperimentSpec) or, when it has a
+    `forget:` section, an unlearning spec (UnlearningSpec)."""
     p = Path(path)
     if not p.exists():
         raise SpecError([f"file: expected an existing YAML spec, got {str(p)!r}; check the path "
@@ -199,4 +200,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise SpecError([f"YAML syntax at {where}: {getattr(err, 'problem', err)}; fix the indentation or "
                          f"quoting there"], str(p)) from None
+    if isinstance(data, dict) and "forget" in data:
+        from .unlearn_spec import parse_unlearning_spec
+        return parse_unlearning_spec(data, str(p))
     return parse_spec(data, str(p))
