@@ -4,6 +4,8 @@ everything in the ledger (before a method runs, so a crash leaves a visible fail
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import yaml
 
 from .. import __version__
 from ..core.registry import UNLEARNERS
@@ -19,11 +22,12 @@ from ..core.seeding import configure_torch, derive_seed, pick_device, seed_every
 from ..data import datasets as _datasets
 from ..forget.base import UnlearnContext, UnlearningData
 from ..forget.request import ForgetSplit, resolve
+from ..learn.config import TrainingConfig
 from ..learn.trainer import fit
 from ..models import create_model
 from .checkpoint import load_state, save_state
 from .db import ResultsDB
-from .unlearn_spec import UnlearningSpec
+from .unlearn_spec import AuditSpec, MethodSpec, UnlearningSpec
 
 REFERENCE = "retrain"
 
@@ -59,6 +63,19 @@ def model_factory(spec: UnlearningSpec, data: TrainingData) -> Callable[[], torc
 
 
 AuditFn = Callable[..., dict]
+
+
+@dataclass
+class Origin:
+    """The model requests are made against: its training data, recipe and identity."""
+
+    data: TrainingData
+    make_model: Callable[[], torch.nn.Module]
+    training: TrainingConfig
+    key: str
+    source: str
+    model: torch.nn.Module
+    info: dict
 
 
 class UnlearningRunner:
@@ -108,18 +125,19 @@ class UnlearningRunner:
                 out.update(prepare(model, data.x_train, data.y_train, ctx))
         return out
 
-    def reference(self, exp_id: str, seed: int, data: TrainingData, split: ForgetSplit, device):
-        key = f"{self.spec.original_digest(seed)}_{split.key()}"
-        make = model_factory(self.spec, data)
+    def reference(self, exp_id: str, seed: int, origin: "Origin", split: ForgetSplit, device):
+        """The model retrained from scratch on the retain set with the original recipe: built once
+        per (original model, forget set) and cached."""
+        key = f"{origin.key}_{split.key()}"
+        data = origin.data
 
         def train(model):
             retain = torch.as_tensor(split.retain)
-            fit(model, data.x_train[retain], data.y_train[retain], self.spec.train.training, seed, device,
-                stage="retrain")
+            fit(model, data.x_train[retain], data.y_train[retain], origin.training, seed, device, stage="retrain")
 
         with torch.random.fork_rng(devices=[]):
             seed_everything(derive_seed(seed, "retrain"))
-            return self._stored(f"retrain/{key}", make, train, exp_id, seed, "retrain",
+            return self._stored(f"retrain/{key}", origin.make_model, train, exp_id, seed, "retrain",
                                 self.db.root / "models" / f"retrain_{key}.safetensors")
 
     # -- the experiment --------------------------------------------------------------------------
@@ -151,28 +169,35 @@ class UnlearningRunner:
         device = pick_device(spec.train.training.device)
         data = load_training_data(spec)
         original, orig_info = self.original(exp_id, seed, data, device)
+        origin = Origin(data, model_factory(spec, data), spec.train.training, spec.original_digest(seed),
+                        f"original/{spec.original_digest(seed)}", original, orig_info)
+        self.run_requests(exp_id, seed, origin, list(spec.forget), [(m.display, m.name, m.settings) for m in spec.methods])
+
+    def run_requests(self, exp_id: str, seed: int, origin: "Origin", requests, methods) -> None:
+        """Every (request, method) pair on `origin`'s model, each audited against the retrained
+        reference; finished ledger entries are skipped, so a resumed run continues."""
+        device = pick_device(origin.training.device)
         done = {e["id"] for e in self.db.ledger(exp_id) if e["status"] == "finished"}
-        for r_i, request in enumerate(spec.forget):
-            split = resolve(request, data.y_train.numpy(), data.n_classes)
-            reference, ref_info = self.reference(exp_id, seed, data, split, device)
-            ref_audit = self._audit(reference, data, split, None)
+        for r_i, request in enumerate(requests):
+            split = resolve(request, origin.data.y_train.numpy(), origin.data.n_classes)
+            reference, ref_info = self.reference(exp_id, seed, origin, split, device)
+            ref_audit = self._audit(reference, origin.data, split, None)
             entries = [("original", "original", {}), (REFERENCE, REFERENCE, {})] + \
-                      [(m.display, m.name, m.settings) for m in spec.methods if m.name != REFERENCE]
+                      [m for m in methods if m[1] != REFERENCE]
             for label, method_name, settings in entries:
                 entry_id = f"{exp_id}/seed{seed}/request{r_i}/{label}"
                 if entry_id in done:
                     continue
-                self.db.ledger_open(entry_id, exp_id, f"original/{spec.original_digest(seed)}", seed,
-                                    request.model_dump(mode="json"), split.key(), method_name, label, settings)
+                self.db.ledger_open(entry_id, exp_id, origin.source, seed, request.model_dump(mode="json"),
+                                    split.key(), method_name, label, settings)
                 try:
                     if label == "original":
-                        model, seconds = original, 0.0
+                        model, seconds = origin.model, 0.0
                     elif label == REFERENCE:
                         model, seconds = reference, ref_info["seconds"]
                     else:
-                        model, seconds = self._unlearn(method_name, settings, original, orig_info, data, split,
-                                                       seed, device)
-                    audit = ref_audit if label == REFERENCE else self._audit(model, data, split, ref_audit)
+                        model, seconds = self._unlearn(method_name, settings, origin, split, seed, device)
+                    audit = ref_audit if label == REFERENCE else self._audit(model, origin.data, split, ref_audit)
                     audit = dict(audit, seconds=seconds, retrain_seconds=ref_info["seconds"],
                                  speedup_vs_retrain=ref_info["seconds"] / seconds if seconds else None)
                     self.db.ledger_close(entry_id, "finished", seconds, audit)
@@ -183,12 +208,11 @@ class UnlearningRunner:
                 if self.on_entry:
                     self.on_entry(entry_id)
 
-    def _unlearn(self, name, settings, original, orig_info, data, split, seed, device):
+    def _unlearn(self, name, settings, origin: "Origin", split, seed, device):
         method = UNLEARNERS.create(name, **settings)
-        guarded = UnlearningData(data.x_train, data.y_train, split, method.reads, data.n_classes)
-        ctx = UnlearnContext(self.spec.train.training, model_factory(self.spec, data), device, seed,
-                             cache=dict(orig_info.get("cache", {})))
-        model = copy.deepcopy(original)
+        guarded = UnlearningData(origin.data.x_train, origin.data.y_train, split, method.reads, origin.data.n_classes)
+        ctx = UnlearnContext(origin.training, origin.make_model, device, seed, cache=dict(origin.info.get("cache", {})))
+        model = copy.deepcopy(origin.model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "unlearn", name))
             start = time.perf_counter()
@@ -208,3 +232,64 @@ def run_unlearning(spec: UnlearningSpec, root: str | Path = "palimpsest-results"
         return runner.run(resume)
     finally:
         runner.db.close()
+
+
+def origin_from_run(root: str | Path, run_id: str, step: int | None = None) -> tuple[Origin, int]:
+    """A stored continual-learning model as the target of forget requests: the examples that
+    trained it (every experience up to `step`), the recipe of its run, and its weights."""
+    from .runner import build_stream, load_model
+    model, info = load_model(root, run_id, step)
+    spec, run = info["spec"], info["run"]
+    stream = build_stream(spec.benchmark, run["seed"])
+    # The model after step k was trained on every experience scheduled at steps 0..k.
+    schedule = json.loads(run["schedule_json"])
+    positions = sorted({p for s in schedule[: info["step"] + 1] for p in s})
+    exps = [stream.train[p] for p in positions]
+    x = torch.cat([e.inputs for e in exps])
+    y = torch.cat([e.targets for e in exps])
+    xt = torch.cat([e.inputs for e in stream.test])
+    yt = torch.cat([e.targets for e in stream.test])
+    data = TrainingData(x, y, xt, yt, stream.n_classes, stream.input_shape)
+    training = TrainingConfig(**json.loads(run["training_json"]))
+    m = spec.model
+
+    def make() -> torch.nn.Module:
+        fresh = create_model(m.name, stream.input_shape, stream.n_classes, head="single", **m.settings)
+        fresh.observe_classes(sorted({c for e in exps for c in e.classes}))
+        return fresh
+
+    key = hashlib.sha256(f"{run_id}@{info['step']}".encode()).hexdigest()[:16]
+    return Origin(data, make, training, key, f"{run_id}@step{info['step']}", model, {"cache": {}}), run["seed"]
+
+
+def forget_from_run(root: str | Path, run_id: str, requests, methods, step: int | None = None,
+                    name: str = "forget") -> str:
+    """Run forget requests with `methods` ([(label, name, settings)]) on a stored learning run's
+    model; results go to the ledger of a new experiment, which this returns."""
+    origin, seed = origin_from_run(root, run_id, step)
+    spec_yaml = yaml.safe_dump({"forget_from": run_id, "step": step,
+                                "forget": [r.model_dump(mode="json") for r in requests],
+                                "methods": [{"label": lb, "name": n, "settings": st} for lb, n, st in methods]},
+                               sort_keys=False)
+    db = ResultsDB(root)
+    exp_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    known = {e["id"] for e in db.experiments()}
+    base, n = exp_id, 1
+    while exp_id in known:
+        n += 1
+        exp_id = f"{base}-{n}"
+    db.create_experiment(exp_id, name, spec_yaml, hashlib.sha256(spec_yaml.encode()).hexdigest()[:16], __version__)
+    db.close()
+    shell = UnlearningSpec(name=name, forget=list(requests), methods=[MethodSpec(name=n, label=lb, settings=st)
+                                                                      for lb, n, st in methods],
+                           audits=AuditSpec())
+    runner = UnlearningRunner(shell, root, progress=False)
+    try:
+        runner.run_requests(exp_id, seed, origin, list(requests), methods)
+        runner.db.set_experiment_status(exp_id, "finished")
+    except BaseException:
+        runner.db.set_experiment_status(exp_id, "failed")
+        raise
+    finally:
+        runner.db.close()
+    return exp_id
