@@ -111,3 +111,24 @@ def test_sigkilled_run_resumes_to_identical_results(tmp_path):
     rk, rc = killed.record(f"{exp_k}/naive/seed0"), clean.record(f"{exp_c}/naive/seed0")
     np.testing.assert_array_equal(rk.acc["class"], rc.acc["class"])
     assert killed.experiment(exp_k)["status"] == "finished"
+
+
+def test_forget_and_audit_a_stored_run(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(strategies=["joint"], training={"epochs": 5})))
+    assert cli("run", str(spec), "--root", "res", "--no-progress", cwd=tmp_path).returncode == 0
+    from palimpsest.run import ResultsDB
+    db = ResultsDB(tmp_path / "res")
+    run_id = db.runs(db.experiments()[0]["id"])[0]["id"]
+    db.close()
+    out = cli("forget", run_id, "--classes", "3", "--method", "retrain", "--root", "res", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "classes [3]" in out.stdout and "retrain" in out.stdout and "report:" in out.stdout
+    audit = cli("audit", "--root", "res", cwd=tmp_path)
+    assert audit.returncode == 0 and "original" in audit.stdout
+    bad = cli("forget", run_id, "--classes", "12", "--root", "res", cwd=tmp_path)
+    assert bad.returncode == 2 and "classes the model does not have" in bad.stderr
+    none = cli("forget", run_id, "--root", "res", cwd=tmp_path)
+    assert none.returncode == 2 and "exactly one of --classes, --fraction, --indices" in none.stderr
+    unknown = cli("forget", run_id, "--classes", "3", "--method", "ssdd", "--root", "res", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown unlearner 'ssdd'" in unknown.stderr

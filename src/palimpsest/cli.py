@@ -35,16 +35,28 @@ def _load(spec: Optional[Path]):
     return load_spec(path)
 
 
+def _is_unlearning(db, exp_id: str) -> bool:
+    import yaml
+    data = yaml.safe_load(db.experiment(exp_id)["spec_yaml"]) or {}
+    return isinstance(data, dict) and "forget" in data
+
+
 def _report(root: Path, exp_id: str, show_table: bool = True) -> Path:
-    from .report import export_csv, render_table, summarize, write_html_report
+    from . import report as rp
     from .run.db import ResultsDB
     db = ResultsDB(root)
     try:
         out = root / "reports" / exp_id
+        if _is_unlearning(db, exp_id):
+            if show_table:
+                rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
+            html = rp.write_unlearning_report(db, exp_id, out / "report.html")
+            rp.export_ledger_csv(db, exp_id, out)
+            return html
         if show_table:
-            render_table(summarize(db, exp_id), console=console)
-        html = write_html_report(db, exp_id, out / "report.html")
-        export_csv(db, exp_id, out)
+            rp.render_table(rp.summarize(db, exp_id), console=console)
+        html = rp.write_html_report(db, exp_id, out / "report.html")
+        rp.export_csv(db, exp_id, out)
         return html
     finally:
         db.close()
@@ -61,6 +73,7 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
         from .core.seeding import configure_torch
         from .run.runner import run_experiment
         s = _load(spec)
+        from .run.unlearn_spec import UnlearningSpec
         if seeds:
             try:
                 seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -69,7 +82,11 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
                                       got=seeds) from None
             s = s.model_copy(update={"seeds": seed_list})
         configure_torch()
-        exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
+        if isinstance(s, UnlearningSpec):
+            from .run.unlearn import run_unlearning
+            exp_id = run_unlearning(s, root=root, resume=resume, progress=not no_progress)
+        else:
+            exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
         console.print(f"experiment [bold]{exp_id}[/] stored in {root / 'results.sqlite'}")
         console.print(f"report: {html}")
@@ -84,8 +101,12 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) ->
         s = _load(spec)
     except PalimpsestError as err:
         _fail(err)
-    console.print(f"{spec}: valid ({len(s.strategies)} strategies x {len(s.seeds)} seeds on "
-                  f"{s.benchmark.dataset}, {s.benchmark.scenario}-incremental)")
+    if hasattr(s, "strategies"):
+        console.print(f"{spec}: valid ({len(s.strategies)} strategies x {len(s.seeds)} seeds on "
+                      f"{s.benchmark.dataset}, {s.benchmark.scenario}-incremental)")
+    else:
+        console.print(f"{spec}: valid unlearning spec ({len(s.forget)} request(s) x {len(s.methods)} method(s) x "
+                      f"{len(s.seeds)} seeds on {s.train.dataset}, model {s.train.model.name})")
 
 
 @app.command()
@@ -168,6 +189,68 @@ def export(run_id: Optional[str] = typer.Argument(None, help="experiment id (or 
         db.close()
         for p in paths:
             console.print(str(p))
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@app.command()
+def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/STRATEGY/seedN (see `palimpsest runs`)"),
+           classes: Optional[str] = typer.Option(None, help="forget these classes, e.g. 3 or 3,5"),
+           fraction: Optional[float] = typer.Option(None, help="forget a random fraction of the training data"),
+           indices: Optional[str] = typer.Option(None, help="forget these training-set indices, e.g. 1,5,9"),
+           method: list[str] = typer.Option(["retrain"], "--method", help="unlearning method (repeatable)"),
+           step: Optional[int] = typer.Option(None, help="the model after this training step (default: last)"),
+           seed: int = typer.Option(0, help="seed of a random forget set"),
+           root: Path = ROOT_OPTION) -> None:
+    """Forget data from a stored model with one or more methods, audited against retraining."""
+    try:
+        from .forget.request import ForgetRequest
+        from .run.unlearn import forget_from_run
+        given = [k for k, v in (("classes", classes), ("fraction", fraction), ("indices", indices)) if v is not None]
+        if len(given) != 1:
+            raise PalimpsestError("say what to forget", expected="exactly one of --classes, --fraction, --indices",
+                                  got=", ".join(given) or "none")
+        ints = lambda text: [int(v) for v in text.split(",") if v.strip()]  # noqa: E731
+        try:
+            if classes is not None:
+                request = ForgetRequest(kind="classes", classes=ints(classes))
+            elif indices is not None:
+                request = ForgetRequest(kind="indices", indices=ints(indices))
+            else:
+                request = ForgetRequest(kind="random", fraction=fraction, seed=seed)
+        except ValueError as err:
+            raise PalimpsestError("bad forget request", expected="integers separated by commas, or a fraction "
+                                  "in (0, 1]", got=str(err).splitlines()[0]) from None
+        from .core.registry import UNLEARNERS
+        import palimpsest.forget  # noqa: F401
+        for name in method:
+            UNLEARNERS.get(name)
+        exp_id = forget_from_run(root, run_id, [request], [(m, m, {}) for m in method], step=step)
+        html = _report(root, exp_id)
+        console.print(f"ledger: experiment [bold]{exp_id}[/] in {root / 'results.sqlite'}")
+        console.print(f"report: {html}")
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@app.command()
+def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experiment id (or prefix); default: latest"),
+          root: Path = ROOT_OPTION) -> None:
+    """Print the ledger of an unlearning experiment: every request, method, status and audit."""
+    try:
+        from . import report as rp
+        from .run.db import ResultsDB
+        db = ResultsDB(root)
+        exp_id = db.experiment(run_id)["id"]
+        if not _is_unlearning(db, exp_id):
+            raise PalimpsestError(f"experiment {exp_id} is not an unlearning experiment",
+                                  expected="an experiment made by `palimpsest forget` or an unlearning spec",
+                                  got=exp_id, fix="use `palimpsest report` for learning experiments")
+        rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
+        for e in db.ledger(exp_id):
+            if e["status"] != "finished":
+                console.print(f"{e['id']}: {e['status']}" + (f" ({e['error'].splitlines()[-1]})" if e["error"] else ""))
+        db.close()
     except PalimpsestError as err:
         _fail(err)
 

@@ -1,0 +1,169 @@
+"""Reports of unlearning experiments: one row per (forget request, method), mean ± std over seeds,
+read from the ledger; the retrained model's row is the target every other row is compared with."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..forget.request import ForgetRequest
+from ..run.db import ResultsDB
+from .html import STYLE, _figure_html
+from .table import MISSING, format_stat, stat
+
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    # (audit key, title, is a percentage)
+    ("forget_accuracy", "Forget acc", True),
+    ("retain_accuracy", "Retain acc", True),
+    ("test_accuracy", "Test acc", True),
+    ("test_accuracy_other_classes", "Test acc\nother classes", True),
+    ("mia_score", "MIA score", True),
+    ("reference_mia_auc", "Per-example\nMIA AUC", True),
+    ("avg_gap", "Avg gap ↓", True),
+    ("seconds", "Seconds", False),
+    ("speedup_vs_retrain", "Speed-up\nvs retrain", False),
+)
+CAPTION = ("Mean ± population std over seeds. Forget / retain accuracy on the training forget / retain sets; "
+           "MIA score = share of the forget set a population attack calls members; avg gap = mean |difference "
+           "from the retrained model| over forget, retain and test accuracy and MIA score (SalUn). The retrained "
+           "row is the target: beyond it is over-forgetting. Formulas: docs/METRICS.md.")
+
+
+def summarize_unlearning(db: ResultsDB, exp_id: str | None) -> list[dict]:
+    """One row per (request index, label) over finished ledger entries, in ledger order."""
+    exp_id = db.experiment(exp_id)["id"]
+    entries = db.ledger(exp_id)
+    rows: dict[tuple[int, str], dict] = {}
+    for e in entries:
+        request_index = int(e["id"].split("/request")[1].split("/")[0])
+        row = rows.setdefault((request_index, e["label"]), {
+            "experiment": exp_id, "request": ForgetRequest(**e["request"]).describe(), "request_index": request_index,
+            "label": e["label"], "method": e["method"], "audits": [], "failed": 0})
+        if e["status"] == "finished" and e["audit"]:
+            row["audits"].append(e["audit"])
+        else:
+            row["failed"] += 1
+    out = []
+    for row in rows.values():
+        keys = sorted({k for a in row["audits"] for k in a})
+        row["stats"] = {k: stat([a.get(k) if isinstance(a.get(k), (int, float)) else float("nan")
+                                 for a in row["audits"]]) for k in keys}
+        row["n_seeds"] = len(row["audits"])
+        out.append(row)
+    return out
+
+
+def _cell(row: dict, key: str, percent: bool) -> str:
+    value = row["stats"].get(key)
+    if key == "speedup_vs_retrain" and value and value["n"]:
+        return f"{value['mean']:.1f}x"
+    return format_stat(value, percent=percent) if value else MISSING
+
+
+def _columns(summary: Sequence[dict]) -> list[tuple[str, str, bool]]:
+    present = {k for row in summary for k in row["stats"]}
+    return [c for c in COLUMNS if c[0] in present]
+
+
+def build_unlearning_table(summary: Sequence[dict], box_style=box.HEAVY_HEAD) -> Table:
+    title = f"Unlearning experiment {summary[0]['experiment']}" if summary else "Unlearning (no entries)"
+    table = Table(title=title, caption=CAPTION, box=box_style, caption_justify="left")
+    table.add_column("Request", no_wrap=True)
+    table.add_column("Method", style="bold", no_wrap=True)
+    table.add_column("Seeds", justify="right")
+    cols = _columns(summary)
+    for _, title_, _ in cols:
+        table.add_column(title_, justify="right", no_wrap=True)
+    for row in summary:
+        seeds = str(row["n_seeds"]) + (f" (+{row['failed']} failed)" if row["failed"] else "")
+        table.add_row(row["request"], row["label"], seeds, *(_cell(row, k, p) for k, _, p in cols))
+    return table
+
+
+def render_unlearning_table(summary: Sequence[dict], console: Console | None = None) -> Table:
+    table = build_unlearning_table(summary)
+    (console or Console()).print(table)
+    return table
+
+
+def unlearning_table_text(summary: Sequence[dict]) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=300, color_system=None).print(build_unlearning_table(summary, box.ASCII))
+    return buffer.getvalue()
+
+
+def export_ledger_csv(db: ResultsDB, exp_id: str | None, out_dir: str | Path) -> list[Path]:
+    """ledger.csv: one row per ledger entry with every audit number."""
+    exp_id = db.experiment(exp_id)["id"]
+    entries = db.ledger(exp_id)
+    keys = sorted({k for e in entries if e["audit"] for k in e["audit"]})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "ledger.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "source", "seed", "request", "method", "label", "status", "seconds", *keys])
+        for e in entries:
+            audit = e["audit"] or {}
+            w.writerow([e["id"], e["source"], e["seed"], ForgetRequest(**e["request"]).describe(), e["method"],
+                        e["label"], e["status"], e["seconds"], *("" if audit.get(k) is None else audit.get(k)
+                                                                 for k in keys)])
+    return [path]
+
+
+def _bars(summary: Sequence[dict]):
+    from matplotlib.figure import Figure
+    metrics = [(k, t.replace("\n", " ")) for k, t, p in _columns(summary) if p and k != "avg_gap"]
+    requests = sorted({r["request_index"] for r in summary})
+    if not summary or not metrics:
+        return None
+    fig = Figure(figsize=(4.2 * len(requests) + 1, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(requests), squeeze=False)[0]
+    for ax, ri in zip(axes, requests):
+        rows = [r for r in summary if r["request_index"] == ri]
+        width = 0.8 / max(len(metrics), 1)
+        x = np.arange(len(rows))
+        for j, (key, title) in enumerate(metrics):
+            means = [100 * r["stats"].get(key, {"mean": np.nan})["mean"] for r in rows]
+            stds = [100 * r["stats"].get(key, {"std": 0})["std"] for r in rows]
+            ax.bar(x + j * width - 0.4 + width / 2, means, width, yerr=stds, label=title, capsize=2)
+        ax.set_xticks(x, [r["label"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_title(rows[0]["request"], fontsize=9)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("%")
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def write_unlearning_report(db: ResultsDB, exp_id: str | None, path: str | Path) -> Path:
+    """One self-contained HTML page: the ledger table and a bar chart per forget request."""
+    e = html.escape
+    exp = db.experiment(exp_id)
+    summary = summarize_unlearning(db, exp["id"])
+    cols = _columns(summary)
+    head = "".join(f"<th>{e(t.replace(chr(10), ' '))}</th>" for _, t, _ in cols)
+    body = "".join(
+        f"<tr><td>{e(r['request'])}</td><th>{e(r['label'])}</th><td class='num'>{r['n_seeds']}</td>"
+        + "".join(f"<td class='num'>{e(_cell(r, k, p))}</td>" for k, _, p in cols) + "</tr>" for r in summary)
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>palimpsest unlearning report: {e(exp['id'])}</title><style>{STYLE}</style></head><body>",
+             f"<h1>palimpsest unlearning report: {e(exp['name'])}</h1>",
+             f"<p class='meta'>Experiment <code>{e(exp['id'])}</code> · status {e(str(exp['status']))}</p>",
+             f"<table class='summary'><caption>{e(CAPTION)}</caption><thead><tr><th>Request</th><th>Method</th>"
+             f"<th>Seeds</th>{head}</tr></thead><tbody>{body}</tbody></table>",
+             "<h2>Accuracies and membership by method</h2>",
+             _figure_html(_bars(summary), "Unlearning audits", "Mean over seeds with ± std; compare each method "
+                          "with the retrain bars (the target)."),
+             "<h2>Spec</h2>", f"<pre>{e(exp.get('spec_yaml') or '')}</pre>", "</body></html>"]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts))
+    return out

@@ -1,0 +1,104 @@
+"""The unlearning runner: the ledger under failures and kills, the cached reference, resume."""
+import pytest
+
+import palimpsest.forget  # noqa: F401
+from palimpsest.core.errors import SpecError
+from palimpsest.core.registry import UNLEARNERS
+from palimpsest.forget.base import Unlearner
+from palimpsest.run import ResultsDB
+from palimpsest.run.unlearn import run_unlearning
+from palimpsest.run.unlearn_spec import parse_unlearning_spec
+
+
+def tiny(**over):
+    spec = {"name": "tiny_unlearn",
+            "train": {"dataset": "digits", "model": {"name": "mlp", "settings": {"hidden": [32]}},
+                      "training": {"epochs": 8, "batch_size": 32, "lr": 0.05, "momentum": 0.9}},
+            "forget": [{"kind": "classes", "classes": [3]}], "methods": ["retrain"], "seeds": [0]}
+    spec.update(over)
+    return parse_unlearning_spec(spec)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def crashing_unlearner():
+    name = "crash_test_only"
+
+    @UNLEARNERS.register(name, summary="raises, to test the ledger")
+    class Crash(Unlearner):
+        reads = frozenset({"forget"})
+
+        def unlearn(self, model, data, ctx):
+            data.forget()
+            raise Boom("method crashed")
+
+    yield name
+    UNLEARNERS._entries.pop(name)
+
+
+def test_ledger_records_reference_original_and_methods(tmp_path):
+    exp = run_unlearning(tiny(), root=tmp_path, progress=False)
+    db = ResultsDB(tmp_path)
+    entries = db.ledger(exp)
+    assert [e["label"] for e in entries] == ["original", "retrain"]
+    assert all(e["status"] == "finished" for e in entries)
+    retrain = entries[1]["audit"]
+    assert retrain["forget_accuracy"] == 0.0  # the retrained model never saw class 3
+    assert entries[0]["audit"]["forget_accuracy"] > 0.9 and entries[0]["audit"]["avg_gap"] > 0.2
+    assert db.experiment(exp)["status"] == "finished"
+
+
+def test_a_crash_leaves_a_visible_failed_record_and_resume_finishes(tmp_path, crashing_unlearner):
+    spec = tiny(methods=["retrain", crashing_unlearner])
+    with pytest.raises(Boom):
+        run_unlearning(spec, root=tmp_path, progress=False)
+    db = ResultsDB(tmp_path)
+    entries = {e["label"]: e for e in db.ledger()}
+    assert entries[crashing_unlearner]["status"] == "failed" and "method crashed" in entries[crashing_unlearner]["error"]
+    assert entries["retrain"]["status"] == "finished"
+    exp = entries["retrain"]["experiment_id"]
+    assert db.experiment(exp)["status"] == "failed"
+    # resume re-runs only what did not finish; the reference model comes from the cache
+    models_before = {m[0] for m in db.conn.execute("SELECT id FROM models").fetchall()}
+    UNLEARNERS._entries[crashing_unlearner] = UNLEARNERS.get("retrain")
+    run_unlearning(spec, root=tmp_path, resume=True, progress=False)
+    entries = {e["label"]: e for e in ResultsDB(tmp_path).ledger(exp)}
+    assert entries[crashing_unlearner]["status"] == "finished"
+    assert {m[0] for m in db.conn.execute("SELECT id FROM models").fetchall()} == models_before
+
+
+def test_a_killed_method_leaves_a_running_record(tmp_path):
+    killed = []
+
+    def kill_after_original(entry_id):
+        if entry_id.endswith("/original"):
+            killed.append(entry_id)
+            raise KeyboardInterrupt
+
+    from palimpsest.run.unlearn import UnlearningRunner
+    runner = UnlearningRunner(tiny(), tmp_path, progress=False, on_entry=kill_after_original)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    entries = {e["label"]: e for e in ResultsDB(tmp_path).ledger()}
+    assert entries["original"]["status"] == "finished" and "retrain" not in entries
+
+
+def test_reference_is_built_once_per_forget_set(tmp_path):
+    run_unlearning(tiny(seeds=[0]), root=tmp_path, progress=False)
+    run_unlearning(tiny(seeds=[0], name="again"), root=tmp_path, progress=False)
+    db = ResultsDB(tmp_path)
+    roles = [r[0] for r in db.conn.execute("SELECT role FROM models").fetchall()]
+    assert roles.count("retrain") == 1 and roles.count("original") == 1
+
+
+def test_bad_unlearning_specs_list_every_problem():
+    with pytest.raises(SpecError) as info:
+        parse_unlearning_spec({"train": {"dataset": "digits"}, "forget": [{"kind": "classes", "classes": [12]}],
+                               "methods": ["retrian", {"name": "retrain", "settings": {"x": 1}}]})
+    text = str(info.value)
+    assert "forget.0.classes: expected class ids in [0, 10), got [12]" in text
+    assert "methods.0.name: unknown unlearner 'retrian'; did you mean 'retrain'?" in text
+    assert "methods.1.settings.x: expected no such field" in text
