@@ -47,7 +47,7 @@ def test_validate_reports_every_problem_and_exits_2(tmp_path):
 
 
 def test_validate_the_builtin_quickstart_and_recipes(tmp_path):
-    recipes = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
+    recipes = sorted(Path(__file__).parents[1].joinpath("recipes").rglob("*.yaml"))
     assert recipes
     for path in recipes:
         out = cli("validate", str(path), cwd=tmp_path)

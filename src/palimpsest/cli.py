@@ -255,6 +255,25 @@ def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experime
         _fail(err)
 
 
+@app.command()
+def regress(full: bool = typer.Option(False, "--full", help="the full table (real data, minutes) instead of CI rows"),
+            table: Path = typer.Option(Path("recipes/expected_results.csv"), help="expected results CSV"),
+            root: Path = typer.Option(Path("palimpsest-results/regression"), "--root")) -> None:
+    """Re-run recipes and compare with the expected-results table (two-sided bands)."""
+    try:
+        from .run.regression import check, outcome_lines, read_expectations
+        rows = read_expectations(table)
+        outcomes = check(rows, table.parent, root, budget="full" if full else "ci")
+    except PalimpsestError as err:
+        _fail(err)
+    for line in outcome_lines(outcomes):
+        console.print(line, highlight=False)
+    failed = sum(not o.passed for o in outcomes)
+    console.print(f"{len(outcomes) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()
