@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .. import __version__
 from ..core.registry import STRATEGIES
@@ -134,6 +135,8 @@ class Runner:
             model.load_state_dict(load_state(ckpt_dir / f"model_step{done[-1]}.safetensors")["model"])
             optimizer.load_state_dict(state["optimizer"])
             strategy.load_state_dict(state["strategy"])
+            # draws a strategy makes from the global generator continue as if never interrupted
+            torch.set_rng_state(state["torch_rng"])
         else:
             self._evaluate_and_store(run_id, INITIAL_STEP, [], model, stream, training, device, {}, None,
                                      store_test_set=True)
@@ -151,7 +154,8 @@ class Runner:
                 path = ckpt_dir / f"model_step{k}.safetensors"
                 save_state(path, {"model": model.state_dict()})
                 save_state(ckpt_dir / f"state_step{k}.safetensors", {"step": k, "optimizer": optimizer.state_dict(),
-                                                                    "strategy": strategy.state_dict()})
+                                                                    "strategy": strategy.state_dict(),
+                                                                    "torch_rng": torch.get_rng_state()})
                 tasks = sorted({stream.train[i].task_id for i in exp_ids})
                 self._evaluate_and_store(run_id, k, tasks, strategy.eval_model(model), stream, training, device,
                                          {"train_seconds": stats.seconds, "mean_loss": stats.mean_loss,
