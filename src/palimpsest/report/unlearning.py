@@ -23,7 +23,7 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("forget_accuracy", "Forget acc", True),
     ("retain_accuracy", "Retain acc", True),
     ("test_accuracy", "Test acc", True),
-    ("test_accuracy_other_classes", "Test acc\nother classes", True),
+    ("test_other_accuracy", "Test acc\nother classes", True),
     ("mia_score", "MIA score", True),
     ("reference_mia_auc", "Per-example\nMIA AUC", True),
     ("avg_gap", "Avg gap ↓", True),

@@ -178,6 +178,7 @@ class UnlearningRunner:
         reference; finished ledger entries are skipped, so a resumed run continues."""
         device = pick_device(origin.training.device)
         done = {e["id"] for e in self.db.ledger(exp_id) if e["status"] == "finished"}
+        self._refs = self._reference_models(origin, seed, device)
         for r_i, request in enumerate(requests):
             split = resolve(request, origin.data.y_train.numpy(), origin.data.n_classes)
             reference, ref_info = self.reference(exp_id, seed, origin, split, device)
@@ -220,8 +221,22 @@ class UnlearningRunner:
             seconds = time.perf_counter() - start
         return model, seconds
 
+    def _reference_models(self, origin: "Origin", seed: int, device):
+        """Reference models of the per-example attack, each trained with the original recipe on a
+        random half of the training set (once per original model and seed)."""
+        n = self.spec.audits.reference_mia.n_models
+        if not n:
+            return None
+        from ..evaluate.mia import train_reference_models
+        recipe = origin.training
+        return train_reference_models(
+            origin.make_model, lambda m, x, y, s: fit(m, x, y, recipe, s, device, stage="reference"),
+            origin.data.x_train, origin.data.y_train, n, seed=seed,
+            fraction=self.spec.audits.reference_mia.pool_fraction)
+
     def _audit(self, model, data: TrainingData, split: ForgetSplit, reference: dict | None) -> dict:
-        return self.audit_fn(model, data, split, self.spec.audits, reference)
+        return self.audit_fn(model, data, split, self.spec.audits, reference,
+                             reference_models=getattr(self, "_refs", None), seed=0)
 
 
 def run_unlearning(spec: UnlearningSpec, root: str | Path = "palimpsest-results", resume: bool = False,
