@@ -10,7 +10,10 @@ import fnmatch
 from typing import Any
 
 # strategy -> {"dataset/scenario" pattern -> settings}
-DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {}
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    # validation sweep on permuted Fashion-MNIST (seeds 100-101): alpha 0.3 -> 83.4, 1 -> 83.0
+    "der": {"*/domain": {"alpha": 0.3}},
+}
 
 
 def defaults_for(strategy: str, dataset: str, scenario: str) -> dict[str, Any]:
