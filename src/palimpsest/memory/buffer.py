@@ -85,24 +85,37 @@ class ReplayBuffer:
 
     def _add_balanced(self, tensors, n: int) -> None:
         targets = tensors["targets"]
-        for i in range(n):
+        free = max(0, min(self.capacity - self.size, n))
+        if free:  # room left: the first items go straight in
+            self._put(torch.arange(self.size, self.size + free), torch.arange(free), tensors)
+            self.size += free
+        self.seen += free
+        if n == free:
+            return
+        # Full: item i replaces a random slot of the currently largest class unless its own class
+        # already holds the most slots. Counts and slot lists are kept in Python, one pass.
+        stored = self.data["targets"][:self.size].tolist()
+        slots: dict[int, list[int]] = {}
+        for slot, label in enumerate(stored):
+            slots.setdefault(int(label), []).append(slot)
+        labels = targets[free:].tolist()
+        rows, chosen = [], []
+        for offset, label in enumerate(labels):
             self.seen += 1
-            if self.size < self.capacity:
-                self._put(torch.tensor([self.size]), torch.tensor([i]), tensors)
-                self.size += 1
-                continue
-            stored = self.data["targets"][:self.size]
-            classes, counts = torch.unique(stored, return_counts=True)
-            label = int(targets[i])
-            own = int(counts[classes == label].sum()) if (classes == label).any() else 0
-            largest = int(counts.max())
+            own = len(slots.get(label, ()))
+            largest = max(len(v) for v in slots.values())
             if own >= largest:
                 continue  # its class already holds the most slots: keep the buffer as it is
-            biggest = classes[counts == largest]
-            victim_class = biggest[torch.randint(len(biggest), (1,), generator=self.generator)]
-            candidates = (stored == victim_class).nonzero(as_tuple=True)[0]
-            slot = candidates[torch.randint(len(candidates), (1,), generator=self.generator)]
-            self._put(slot, torch.tensor([i]), tensors)
+            biggest = [c for c, v in slots.items() if len(v) == largest]
+            victim = biggest[int(torch.randint(len(biggest), (1,), generator=self.generator))]
+            pool = slots[victim]
+            slot = pool.pop(int(torch.randint(len(pool), (1,), generator=self.generator)))
+            slots.setdefault(label, []).append(slot)
+            rows.append(free + offset)
+            chosen.append(slot)
+        if rows:
+            last = {s_: r for s_, r in zip(chosen, rows)}  # a slot written twice keeps the later item
+            self._put(torch.tensor(list(last)), torch.tensor(list(last.values())), tensors)
 
     def sample(self, n: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Up to n stored examples drawn uniformly without replacement."""
