@@ -13,6 +13,10 @@ from typing import Any
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # validation sweep on permuted Fashion-MNIST (seeds 100-101): alpha 0.3 -> 83.4, 1 -> 83.0
     "der": {"*/domain": {"alpha": 0.3}},
+    # GDumb trains offline on its memory: batch 16, 30 epochs (class-IL validation sweep at memory
+    # 200: 10 -> 72.3, 30 -> 74.6, 100 -> 74.7); in domain-IL balance (task, class) pairs, or no
+    # later domain ever enters a full memory.
+    "gdumb": {"*/*": {"epochs": 30, "batch_size": 16}, "*/domain": {"balance": "task_class"}},
 }
 
 

@@ -5,6 +5,19 @@ from ..core.seeding import derive_seed
 from .strategy import Strategy
 
 
+def reinitialise(ctx, classes, salt: str = "from_scratch") -> None:
+    """Fresh weights for every layer (drawn from (seed, salt, step)), an empty optimizer state, and
+    a class mask that lets the model predict only `classes`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(ctx.seed, salt, ctx.step))
+        for module in ctx.model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    ctx.model.active.zero_()
+    ctx.model.observe_classes(classes)
+    ctx.optimizer.state.clear()
+
+
 @STRATEGIES.register("from_scratch", summary="a freshly initialised model per experience (forward-transfer reference)")
 class FromScratch(Strategy):
     """Reinitialise every parameter (and the optimizer state) before each experience, then train on
@@ -13,11 +26,4 @@ class FromScratch(Strategy):
     name = "from_scratch"
 
     def before_experience(self, ctx, exp):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(ctx.seed, "from_scratch", ctx.step))
-            for module in ctx.model.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        ctx.model.active.zero_()
-        ctx.model.observe_classes(exp.classes)
-        ctx.optimizer.state.clear()
+        reinitialise(ctx, exp.classes)

@@ -9,7 +9,7 @@ computed on the current inputs over what the snapshot knew:
   class-IL, domain-IL  one softmax over every class the snapshot could predict (Mammoth, Avalanche);
   task-IL              one softmax per task learned before (the paper's old heads), summed over tasks.
 With a multi-head model in task-IL the trainer's forward routes each example through its own task's
-head only, so the old heads are run here on the same features (one extra forward of the model).
+head only, so the model is run again here with every head on the same features (one extra forward).
 The KL form equals the paper's soft cross-entropy up to a constant (same gradient) and is exactly 0
 while the model still equals the snapshot.
 """
@@ -103,20 +103,24 @@ class LwF(Strategy):
             logits = model.head_logits(feats, batch.task_ids)  # the trainer's logits, on this graph
             with torch.no_grad():
                 old_feats = self.snapshot.features(x)
-            pairs = []
-            for cols, t in zip(self._groups, self._tasks):
-                ids = batch.task_ids.new_full((len(x),), t)
-                with torch.no_grad():
-                    old = self.snapshot.head_logits(old_feats, ids)[:, cols]
-                pairs.append((model.head_logits(feats, ids)[:, cols], old))
+            if getattr(model, "needs_task_ids", False):   # tasks share class ids: one head at a time
+                pairs = []
+                for cols, t in zip(self._groups, self._tasks):
+                    ids = batch.task_ids.new_full((len(x),), t)
+                    with torch.no_grad():
+                        old = self.snapshot.head_logits(old_feats, ids)[:, cols]
+                    pairs.append((model.head_logits(feats, ids)[:, cols], old))
+                return logits, sum(softened_kl(new, old, temperature) for new, old in pairs)
+            new_all = model.head_logits(feats, None)   # every head side by side
+            with torch.no_grad():
+                old_all = self.snapshot.head_logits(old_feats, None)
         else:
+            new_all = logits
             with torch.no_grad():
                 old_all = self.snapshot(x, batch.task_ids if ctx.use_task_ids else None)
-            if self._stacked is not None:   # equal groups: one call for all softmaxes
-                cols = self._stacked
-                return logits, softened_kl(logits[:, cols], old_all[:, cols], temperature)
-            pairs = [(logits[:, cols], old_all[:, cols]) for cols in self._groups]
-        return logits, sum(softened_kl(new, old, temperature) for new, old in pairs)
+        if self._stacked is not None:   # groups of equal size: one softmax call for all of them
+            return logits, softened_kl(new_all[:, self._stacked], old_all[:, self._stacked], temperature)
+        return logits, sum(softened_kl(new_all[:, cols], old_all[:, cols], temperature) for cols in self._groups)
 
     def batch_loss(self, ctx, batch, logits):
         logits, kd = self.distillation(ctx, batch, logits)

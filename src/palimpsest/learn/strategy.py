@@ -4,6 +4,7 @@ Hooks (called by `learn.trainer`, in this order for each training step):
   schedule(stream)             which train experiences each step learns (default: one each)
   before_experience(ctx, exp)  e.g. snapshot weights, reinitialise, compute importances
   training_data(ctx, exp) -> exp   what to train on (default: the experience; GDumb: its buffer)
+  passes(ctx) -> (epochs, batch size)   default: the training settings (online: one pass)
   per mini-batch:
     prepare_batch(ctx, batch) -> batch   e.g. append replayed examples (ER)
     batch_loss(ctx, batch, logits) -> loss   the loss of one mini-batch (default cross-entropy)
@@ -88,6 +89,12 @@ class Strategy:
 
     def training_data(self, ctx: TrainContext, exp: Experience) -> Experience:
         return exp
+
+    def passes(self, ctx: TrainContext) -> tuple[int, int]:
+        """(epochs, batch size) over this step's training data; online: one pass in the stream's
+        mini-batches. GDumb overrides it to train many epochs on its memory."""
+        online = ctx.stream.online_batch_size
+        return (1, online) if online else (ctx.training.epochs, ctx.training.batch_size)
 
     def prepare_batch(self, ctx: TrainContext, batch: Batch) -> Batch:
         return batch

@@ -53,9 +53,7 @@ def train_step(ctx: TrainContext, strategy: Strategy, exp: Experience) -> StepSt
     model.observe_classes(exp.classes)
     strategy.before_experience(ctx, exp)
     data = strategy.training_data(ctx, exp)
-    online = ctx.stream.online_batch_size
-    epochs = 1 if online else ctx.training.epochs
-    batch_size = online or ctx.training.batch_size
+    epochs, batch_size = strategy.passes(ctx)
     x_all, y_all, t_all = data.inputs, data.targets, task_ids_of(data)
     gen = generator(ctx.seed, "shuffle", ctx.step)
     total, n_batches = torch.zeros((), device=device), 0

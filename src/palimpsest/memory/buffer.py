@@ -189,13 +189,15 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     of the L2-normalised features; returns up to m indices in priority order."""
     f = torch.nn.functional.normalize(features.flatten(1).double(), dim=1)
     mu = f.mean(0)
+    sq = (f * f).sum(1)
     chosen: list[int] = []
     running = torch.zeros_like(mu)
     available = torch.ones(len(f), dtype=torch.bool)
     for k in range(1, min(m, len(f)) + 1):
-        candidate = (mu - (running + f) / k).norm(dim=1)
-        candidate[~available] = float("inf")
-        i = int(candidate.argmin())
+        # argmin_i ||mu - (running + f_i)/k||  ==  argmax_i 2 f_i.(k mu - running) - ||f_i||^2
+        score = 2 * (f @ (k * mu - running)) - sq
+        score[~available] = float("-inf")
+        i = int(score.argmax())
         chosen.append(i)
         available[i] = False
         running += f[i]
