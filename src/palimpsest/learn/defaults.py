@@ -17,6 +17,13 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # 200: 10 -> 72.3, 30 -> 74.6, 100 -> 74.7); in domain-IL balance (task, class) pairs, or no
     # later domain ever enters a full memory.
     "gdumb": {"*/*": {"epochs": 30, "batch_size": 16}, "*/domain": {"balance": "task_class"}},
+    # Regularisers: sweeps on split Fashion-MNIST task-IL (single head) and permuted Fashion-MNIST,
+    # seed 0 (see docs/FEATURES.md). Larger values diverge with plain SGD at lr 0.05.
+    "ewc": {"*/task": {"ewc_lambda": 100.0}, "*/domain": {"ewc_lambda": 10.0, "max_examples": 1000}},
+    "online_ewc": {"*/task": {"ewc_lambda": 100.0, "gamma": 1.0}, "*/domain": {"ewc_lambda": 30.0, "gamma": 0.9}},
+    "si": {"*/task": {"si_c": 10.0, "xi": 0.1}, "*/domain": {"si_c": 1.0}},
+    "mas": {"*/task": {"mas_lambda": 0.1}, "*/domain": {"mas_lambda": 0.01}},
+    "l2": {"*/task": {"l2_lambda": 1.0}, "*/domain": {"l2_lambda": 0.1}},
 }
 
 

@@ -3,17 +3,19 @@
 EWC: "Overcoming catastrophic forgetting in neural networks", Kirkpatrick et al. (2017).
 Online EWC: "Progress & Compress: A scalable framework for continual learning", Schwarz et al. (2018).
 
-After each experience the diagonal Fisher F is estimated on that experience's training data,
-PER EXAMPLE: F = (1/N) sum_n (d log p(label_n | x_n) / d theta)^2, where label_n is the true
-label (the empirical Fisher, as Avalanche and Mammoth use), the model's predicted label, or a
-label sampled from the model's own predictive distribution (the Fisher as defined). In
-class-incremental single-head models only the classes the model can predict enter the softmax.
+After each experience the diagonal Fisher is estimated on that experience's training data, PER
+EXAMPLE (not per mini-batch): F = (1/N) sum_n (d log p(label_n | x_n) / d theta)^2 with the model
+in eval mode, where label_n is the true label (the empirical Fisher, as in Avalanche and Mammoth),
+the model's argmax prediction, or a label sampled from the model's own softmax (the Fisher as
+defined, whose expectation is over the model's predictive distribution). Only the classes the
+model can currently predict enter the softmax (masked logits have probability exactly 0).
 
-EWC keeps one penalty per past experience, (lambda/2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2;
-their sum is stored exactly (up to a constant) as a single quadratic with summed Fisher and an
+EWC keeps one penalty per past experience, (lambda/2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2.
+Their sum is stored exactly, up to a constant, as one quadratic with the summed Fisher and an
 importance-weighted anchor, so memory and time do not grow with the number of experiences.
-Online EWC keeps a single running Fisher F <- gamma F + F_new and a single anchor (the weights at
-the end of the latest experience).
+Online EWC keeps one running Fisher F <- gamma F + F_new and one anchor, the weights at the end of
+the latest experience. The penalty's exact gradient is added to the weights' gradients before
+each optimizer step (the reported training loss is the cross-entropy alone).
 """
 from __future__ import annotations
 
@@ -25,23 +27,24 @@ from pydantic import Field
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
 from ..core.seeding import generator
-from .regularizer import QuadraticPenalty, per_example_importance
+from .regularizer import QuadraticPenalty, importance_data, per_example_importance
 from .strategy import Strategy
-from .trainer import task_ids_of
 
 
 class EWCConfig(Settings):
-    ewc_lambda: float = Field(100.0, ge=0, description="lambda: weight of (lambda/2) sum F (theta - theta*)^2")
+    ewc_lambda: float = Field(10.0, ge=0, description="lambda: the penalty is (lambda/2) sum F (theta - theta*)^2")
     fisher_labels: Literal["true", "predicted", "sampled"] = Field(
         "true", description="label whose log-likelihood gradient enters the Fisher: the true one (empirical "
-                            "Fisher), the model's argmax, or one sampled from the model's softmax")
+                            "Fisher), the model's argmax, or one drawn from the model's softmax")
+    max_examples: int | None = Field(None, ge=1, description="estimate the Fisher on at most this many "
+                                     "examples of each experience (a seeded random subset); None = all")
 
 
 class OnlineEWCConfig(EWCConfig):
     gamma: float = Field(1.0, ge=0, le=1, description="decay of the running Fisher: F <- gamma F + F_new")
 
 
-def fisher_diagonal(ctx, exp, labels: str) -> dict[str, torch.Tensor]:
+def fisher_diagonal(ctx, exp, labels: str = "true", max_examples: int | None = None) -> dict[str, torch.Tensor]:
     """Per-example diagonal Fisher of the log-likelihood on `exp` (see the module docstring)."""
     gen = generator(ctx.seed, "fisher_labels", ctx.step)
 
@@ -57,8 +60,8 @@ def fisher_diagonal(ctx, exp, labels: str) -> dict[str, torch.Tensor]:
     def nll(logits, label):
         return torch.nn.functional.cross_entropy(logits, label, reduction="none")
 
-    return per_example_importance(ctx.model, exp.inputs, exp.targets, task_ids_of(exp), ctx.use_task_ids,
-                                  pick_labels, nll, "square", ctx.device)
+    data = importance_data(ctx, exp, max_examples, "fisher_examples")
+    return per_example_importance(ctx.model, data, ctx.use_task_ids, pick_labels, nll, "square", ctx.device)
 
 
 @STRATEGIES.register("ewc", summary="Elastic Weight Consolidation: Fisher-weighted anchors, one per experience")
@@ -75,15 +78,14 @@ class EWC(Strategy):
         super().__init__(**settings)
         self.penalty = QuadraticPenalty()
 
-    def batch_loss(self, ctx, batch, logits):
-        loss = torch.nn.functional.cross_entropy(logits, batch.targets)
-        if self.penalty:
-            loss = loss + 0.5 * self.config.ewc_lambda * self.penalty(ctx.model)
-        return loss
+    def before_step(self, ctx, batch):
+        self.penalty.add_gradient(ctx.model, 0.5 * self.config.ewc_lambda)
 
     def after_experience(self, ctx, exp):
-        fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels)
+        fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels, self.config.max_examples)
         self.consolidate(ctx, fisher)
+        self.penalty.warn_if_unstable(0.5 * self.config.ewc_lambda, ctx.training, "ewc_lambda",
+                                      self.config.ewc_lambda)
 
     def consolidate(self, ctx, fisher):
         self.penalty.consolidate(ctx.model, fisher, merge_anchors=True)

@@ -7,10 +7,15 @@ Fisher, |g| for MAS) over a data set in batched passes, without a Python loop ov
 """
 from __future__ import annotations
 
-from typing import Callable, Literal
+import warnings
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
+
+from ..core.seeding import generator
+from .trainer import task_ids_of
 
 Statistic = Literal["square", "abs"]
 
@@ -38,7 +43,8 @@ class QuadraticPenalty:
         return omega, anchor
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        """The penalty at the model's current parameters (differentiable)."""
+        """The penalty at the model's current parameters (differentiable; for inspection and tests:
+        training adds its gradient directly, see `add_gradient`)."""
         terms = [(omega * (p - anchor).square()).sum()
                  for name, p in model.named_parameters() if name in self.importance
                  for omega, anchor in [self._pair(name, p)]]
@@ -47,12 +53,39 @@ class QuadraticPenalty:
         return torch.stack(terms).sum()
 
     @torch.no_grad()
-    def gradient(self, name: str, param: torch.Tensor) -> torch.Tensor | None:
-        """d penalty / d param = 2 Omega (theta - theta*), or None for an unregularised parameter."""
-        if name not in self.importance:
-            return None
-        omega, anchor = self._pair(name, param)
-        return 2 * omega * (param - anchor)
+    def add_gradient(self, model: nn.Module, weight: float) -> None:
+        """p.grad += weight * 2 Omega (theta - theta*) for every regularised parameter: exactly the
+        gradient of `weight * penalty` added to the loss, in two fused passes over the weights
+        instead of an autograd graph (about 4x cheaper per step on CPU)."""
+        params, omegas, anchors = [], [], []
+        for name, p in model.named_parameters():
+            if name in self.importance and p.requires_grad:
+                omega, anchor = self._pair(name, p)
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                params.append(p)
+                omegas.append(omega)
+                anchors.append(anchor)
+        if params:
+            diffs = torch._foreach_sub(params, anchors)
+            torch._foreach_addcmul_([p.grad for p in params], omegas, diffs, value=2.0 * weight)
+
+    def curvature(self) -> float:
+        """Largest diagonal entry of the penalty's Hessian, 2 max Omega (0 when empty)."""
+        return 2.0 * max((float(v.max()) for v in self.importance.values() if v.numel()), default=0.0)
+
+    def warn_if_unstable(self, weight: float, training, setting: str, value: float) -> None:
+        """Plain SGD diverges along a weight once lr * weight * 2 Omega >= 2 (1 + momentum), whatever
+        the task loss does; say so, naming the setting (`setting` = `value`) to lower, instead of
+        training into NaN. `weight` multiplies the penalty in the loss."""
+        if training.optimizer != "sgd":
+            return
+        stiffness = training.lr * weight * self.curvature()
+        limit = 2.0 * (1.0 + training.momentum)
+        if stiffness >= limit:
+            warnings.warn(f"the penalty alone makes SGD diverge: lr * {setting} term * 2 max(importance) = "
+                          f"{stiffness:.3g} >= {limit:.3g}. Lower {setting} below {value * limit / stiffness:.3g} "
+                          f"(now {value}) or lower the learning rate (now {training.lr}).", RuntimeWarning, stacklevel=3)
 
     @torch.no_grad()
     def consolidate(self, model: nn.Module, new_importance: dict[str, torch.Tensor], decay: float = 1.0,
@@ -97,6 +130,16 @@ def named_tensors(state: dict, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) + 1:]: v.clone() for k, v in state.items() if k.startswith(prefix + ".")}
 
 
+def importance_data(ctx, exp, max_examples: int | None, purpose: str):
+    """(inputs, targets, task ids) of `exp`, or a random subset of `max_examples` of them drawn from
+    the run's seed, for estimating importances."""
+    x, y, t = exp.inputs, exp.targets, task_ids_of(exp)
+    if max_examples is not None and max_examples < len(y):
+        idx = torch.randperm(len(y), generator=generator(ctx.seed, purpose, ctx.step))[:max_examples]
+        x, y, t = x[idx], y[idx], t[idx]
+    return x, y, t
+
+
 def _apply(statistic: Statistic, t: torch.Tensor) -> torch.Tensor:
     return t.square() if statistic == "square" else t.abs()
 
@@ -125,11 +168,12 @@ def _vmap_statistic(model, names, x, aux, task_ids, use_task_ids, example_loss, 
             totals[n] += _apply(statistic, grads[n]).sum(0)
 
 
-def per_example_importance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task_ids: torch.Tensor,
+def per_example_importance(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                            use_task_ids: bool, make_aux: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                            example_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                            statistic: Statistic, device: torch.device, chunk: int = 512) -> dict[str, torch.Tensor]:
-    """For every trainable parameter, (1/N) sum_n stat(d loss_n / d theta), stat = square or abs.
+    """For every trainable parameter, (1/N) sum_n stat(d loss_n / d theta), stat = square or abs,
+    over `data` = (inputs, targets, task ids).
 
     `make_aux(logits.detach(), targets)` gives each example what its loss needs (a label drawn
     from the model, a mask of predictable classes, ...); `example_loss(logits, aux)` returns the
@@ -140,9 +184,19 @@ def per_example_importance(model: nn.Module, inputs: torch.Tensor, targets: torc
     sum_n stat(delta_n x_n^T) = stat(delta)^T stat(x) for both squares and absolute values, one
     matrix product per chunk. Every other parameter falls back to torch.func per-example gradients.
     """
+    inputs, targets, task_ids = data
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     totals = {n: torch.zeros_like(p) for n, p in params.items()}
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    name_of = {id(p): n for n, p in params.items()}
+    holders: dict[int, int] = {}     # how many modules hold each parameter (tied weights: > 1)
+    for _, m in model.named_modules():
+        for _, p in m.named_parameters(recurse=False):
+            holders[id(p)] = holders.get(id(p), 0) + 1
+    # Linear layers whose trainable parameters belong to them alone, with their parameters' names.
+    linears = {n: {k: name_of[id(p)] for k, p in m.named_parameters(recurse=False) if id(p) in name_of}
+               for n, m in model.named_modules() if isinstance(m, nn.Linear)
+               and all(holders[id(p)] == 1 for p in m.parameters(recurse=False))}
+    modules = dict(model.named_modules())
     calls: dict[str, list] = {}
 
     def recorder(name):
@@ -150,7 +204,7 @@ def per_example_importance(model: nn.Module, inputs: torch.Tensor, targets: torc
             calls.setdefault(name, []).append((args[0].detach(), output))
         return hook
 
-    handles = [m.register_forward_hook(recorder(n)) for n, m in linears.items()]
+    handles = [modules[n].register_forward_hook(recorder(n)) for n in linears]
     was_training = model.training
     model.eval()
     try:
@@ -167,18 +221,17 @@ def per_example_importance(model: nn.Module, inputs: torch.Tensor, targets: torc
                         if len(c) == 1 and c[0][0].dim() == 2 and c[0][0].shape[0] <= len(x) and c[0][1].requires_grad}
                 grads = torch.autograd.grad(loss, [o for _, o in fast.values()], allow_unused=True) if fast else []
             covered = set()
-            for n, m in linears.items():
+            for n, names in linears.items():
                 if n in fast or n not in calls:   # not called: every per-example gradient is 0
-                    covered.update(f"{n}.{k}" if n else k for k, _ in m.named_parameters(recurse=False))
+                    covered.update(names.values())
             for (n, (a, _)), delta in zip(fast.items(), grads):
                 if delta is None:
                     continue
-                m, prefix = linears[n], f"{n}." if n else ""
-                d = _apply(statistic, delta)
-                if m.weight.requires_grad:
-                    totals[prefix + "weight"] += d.T @ _apply(statistic, a)
-                if m.bias is not None and m.bias.requires_grad:
-                    totals[prefix + "bias"] += d.sum(0)
+                names, d = linears[n], _apply(statistic, delta)
+                if "weight" in names:
+                    totals[names["weight"]] += d.T @ _apply(statistic, a)
+                if "bias" in names:
+                    totals[names["bias"]] += d.sum(0)
             rest = [n for n in params if n not in covered]
             if rest:
                 _vmap_statistic(model, rest, x, aux, t, use_task_ids, example_loss, statistic, totals)

@@ -1,21 +1,22 @@
 """Synaptic Intelligence: "Continual Learning Through Synaptic Intelligence", Zenke, Poole and
 Ganguli (2017).
 
-At every optimizer step, each parameter's contribution to the drop of the TASK loss is
-accumulated along the path it actually travelled: omega_i += -g_i * delta_theta_i, where
-delta_theta is the change the optimizer made (read after the step, so momentum, Adam and weight
-decay are included) and g is the gradient of the cross-entropy alone: the penalty's own gradient,
-2 c Omega (theta - theta*), is removed analytically rather than by a second backward pass.
-At the end of an experience Omega_i += max(0, omega_i / ((theta_i - theta_i^start)^2 + xi)) and the
-anchor moves to the current weights; the loss is cross-entropy + c sum_i Omega_i (theta_i - theta*_i)^2.
+At every optimizer step each parameter's share of the drop of the TASK loss is accumulated along
+the path it actually travelled: omega_i += -g_i * delta_theta_i, where delta_theta is the change
+the optimizer made (read after the step, so momentum, Adam and weight decay are included) and g
+is the gradient of the cross-entropy alone, read before the penalty's gradient is added to it.
+At the end of an experience Omega_i += max(0, omega_i / ((theta_i - theta_i^start)^2 + xi)), the
+anchor moves to the current weights and omega restarts from 0. The loss is
+cross-entropy + c sum_i Omega_i (theta_i - theta*_i)^2, whose exact gradient is added before each
+optimizer step (the reported training loss is the cross-entropy alone).
 
-The clamp at 0 is ours: a parameter whose path integral came out negative (the optimizer moved
-it uphill on the task loss, e.g. through momentum) would otherwise get a negative importance and
-a penalty unbounded below.
+The clamp at 0 is ours: a parameter whose path integral came out negative (the optimizer moved it
+uphill on the task loss, e.g. through momentum) would otherwise get a negative importance and a
+penalty unbounded below.
 
-The weights before each step are copied into buffers the strategy owns, never referenced: a
-snapshot that aliases the live parameters makes every delta 0 and every importance 0, the bug
-that made Avalanche 0.6.0's SI equal to naive fine-tuning.
+The weights before a step and the task gradient are COPIED into buffers the strategy owns, never
+referenced: a snapshot that aliases the live parameters makes every delta 0 and every importance
+0, the bug that made Avalanche 0.6.0's SI train exactly like naive fine-tuning.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from .strategy import Strategy
 
 
 class SIConfig(Settings):
-    si_c: float = Field(1.0, ge=0, description="c: weight of c sum Omega (theta - theta*)^2")
-    xi: float = Field(0.1, gt=0, description="damping xi in Omega += omega / ((theta - theta_start)^2 + xi)")
+    si_c: float = Field(1.0, ge=0, description="c: the penalty is c sum Omega (theta - theta*)^2")
+    xi: float = Field(0.1, gt=0, description="damping xi in Omega += omega / ((theta_end - theta_start)^2 + xi)")
 
 
 @STRATEGIES.register("si", summary="Synaptic Intelligence: importances from each weight's path integral")
@@ -47,61 +48,56 @@ class SynapticIntelligence(Strategy):
     def __init__(self, **settings) -> None:
         super().__init__(**settings)
         self.penalty = QuadraticPenalty()
-        self.omega: dict[str, torch.Tensor] = {}   # running path integral of the current experience
+        self.omega: dict[str, torch.Tensor] = {}   # path integral over the current experience so far
         self.start: dict[str, torch.Tensor] = {}   # weights when the current experience began
-        # Per-step scratch, refilled in before_step (not state: a checkpoint never falls mid-step).
+        # Per-step scratch refilled by before_step (not state: a checkpoint never falls inside a step).
         self._prev: dict[str, torch.Tensor] = {}
         self._grad: dict[str, torch.Tensor] = {}
-        self._stepped: list[tuple[str, torch.Tensor]] = []
+        self._stepped: list[str] = []
+        self._params: list[torch.Tensor] = []
 
     def before_experience(self, ctx, exp):
         with torch.no_grad():
             for name, p in ctx.model.named_parameters():
                 if not p.requires_grad:
                     continue
-                # Kept across experiences only if resumed from a checkpoint (moved to the model's device).
+                # Present already after an earlier experience or a resumed checkpoint (then moved to p's device).
                 self.start[name] = self.start[name].to(p) if name in self.start else p.detach().clone()
                 self.omega[name] = self.omega[name].to(p) if name in self.omega else torch.zeros_like(p)
                 self._prev[name] = torch.empty_like(p)
                 self._grad[name] = torch.empty_like(p)
 
-    def batch_loss(self, ctx, batch, logits):
-        loss = torch.nn.functional.cross_entropy(logits, batch.targets)
-        if self.penalty:
-            loss = loss + self.config.si_c * self.penalty(ctx.model)
-        return loss
-
     @torch.no_grad()
     def before_step(self, ctx, batch):
-        self._stepped = []
-        for name, p in ctx.model.named_parameters():
-            if p.grad is None or name not in self._prev:
-                continue
-            grad = self._grad[name]
-            grad.copy_(p.grad)
-            penalty_grad = self.penalty.gradient(name, p)
-            if penalty_grad is not None:
-                grad.sub_(penalty_grad, alpha=self.config.si_c)
-            self._prev[name].copy_(p)
-            self._stepped.append((name, p))
+        stepped = [(n, p) for n, p in ctx.model.named_parameters() if p.grad is not None and n in self._prev]
+        self._stepped = [n for n, _ in stepped]
+        self._params = [p for _, p in stepped]
+        if stepped:
+            torch._foreach_copy_([self._grad[n] for n in self._stepped], [p.grad for p in self._params])
+            torch._foreach_copy_([self._prev[n] for n in self._stepped], self._params)
+        self.penalty.add_gradient(ctx.model, self.config.si_c)
 
     @torch.no_grad()
     def after_step(self, ctx, batch):
-        for name, p in self._stepped:
-            self.omega[name].addcmul_(self._grad[name], p - self._prev[name], value=-1.0)
+        if not self._stepped:
+            return
+        moved = torch._foreach_sub(self._params, [self._prev[n] for n in self._stepped])
+        torch._foreach_addcmul_([self.omega[n] for n in self._stepped], [self._grad[n] for n in self._stepped],
+                                moved, value=-1.0)
 
-    @torch.no_grad()
     def after_experience(self, ctx, exp):
-        new = {}
-        for name, p in ctx.model.named_parameters():
-            if name in self.omega:
-                moved = (p - self.start[name]).square_()
-                new[name] = (self.omega[name] / moved.add_(self.config.xi)).clamp_(min=0)
-        self.penalty.consolidate(ctx.model, new)
-        for name, p in ctx.model.named_parameters():
-            if name in self.omega:
-                self.start[name] = p.detach().clone()
-                self.omega[name].zero_()
+        with torch.no_grad():
+            new = {}
+            for name, p in ctx.model.named_parameters():
+                if name in self.omega:
+                    travelled = (p - self.start[name]).square_().add_(self.config.xi)
+                    new[name] = (self.omega[name] / travelled).clamp_(min=0)
+            self.penalty.consolidate(ctx.model, new)
+            for name, p in ctx.model.named_parameters():
+                if name in self.omega:
+                    self.start[name] = p.detach().clone()
+                    self.omega[name].zero_()
+        self.penalty.warn_if_unstable(self.config.si_c, ctx.training, "si_c", self.config.si_c)
 
     def state_dict(self):
         state = self.penalty.state_dict()
