@@ -1,5 +1,6 @@
 """Machine unlearning: forget requests, unlearners (one module each), the guarded data they read."""
-from . import retrain  # noqa: F401  (registers unlearners)
+from . import (finetune, gradient_ascent, iau, neggrad_plus, random_labels, retrain, salun,  # noqa: F401
+               scrub, sisa, ssd)
 from .base import LeakageError, Split, UnlearnContext, Unlearner, UnlearningData
 from .request import ForgetRequest, ForgetSplit, resolve
 

@@ -94,6 +94,12 @@ class Unlearner:
     def unlearn(self, model: nn.Module, data: UnlearningData, ctx: UnlearnContext) -> nn.Module:
         raise NotImplementedError
 
+    def artifacts(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  ctx: UnlearnContext) -> dict[str, Any]:
+        """What this method wants computed once at training time and kept with the model (it
+        arrives later as `ctx.cache`), e.g. SSD's full-data importance. Tensors, dicts, lists."""
+        return {}
+
     def settings(self) -> dict[str, Any]:
         return self.config.model_dump()
 

@@ -119,10 +119,7 @@ class UnlearningRunner:
         out: dict = {}
         ctx = UnlearnContext(self.spec.train.training, model_factory(self.spec, data), device, seed)
         for m in self.spec.methods:
-            method = UNLEARNERS.create(m.name, **m.settings)
-            prepare = getattr(method, "artifacts", None)
-            if prepare is not None:
-                out.update(prepare(model, data.x_train, data.y_train, ctx))
+            out.update(UNLEARNERS.create(m.name, **m.settings).artifacts(model, data.x_train, data.y_train, ctx))
         return out
 
     def reference(self, exp_id: str, seed: int, origin: "Origin", split: ForgetSplit, device):
