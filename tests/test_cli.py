@@ -47,11 +47,14 @@ def test_validate_reports_every_problem_and_exits_2(tmp_path):
 
 
 def test_validate_the_builtin_quickstart_and_recipes(tmp_path):
+    from palimpsest.cli import quickstart_path
+    from palimpsest.run.spec import load_spec
     recipes = sorted(Path(__file__).parents[1].joinpath("recipes").rglob("*.yaml"))
     assert recipes
-    for path in recipes:
-        out = cli("validate", str(path), cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
+    for path in [quickstart_path(), *recipes]:
+        load_spec(path)  # raises SpecError listing every problem
+    out = cli("validate", str(recipes[0]), cwd=tmp_path)
+    assert out.returncode == 0 and "valid" in out.stdout, out.stderr
 
 
 def test_ls_lists_every_registry(tmp_path):
