@@ -100,6 +100,17 @@ class ResultsDB:
             c.execute("INSERT INTO experiments VALUES (?,?,?,?,?,?,?,?)",
                       (exp_id, name, spec_yaml, spec_hash, "running", time.time(), None, version))
 
+    def new_experiment(self, name: str, spec_yaml: str, spec_hash: str, version: str) -> str:
+        """Record a new experiment under a unique id `<name>-<date>-<time>[-n]` and return the id."""
+        exp_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        known = {e["id"] for e in self.experiments()}
+        base, n = exp_id, 1
+        while exp_id in known:
+            n += 1
+            exp_id = f"{base}-{n}"
+        self.create_experiment(exp_id, name, spec_yaml, spec_hash, version)
+        return exp_id
+
     def set_experiment_status(self, exp_id: str, status: str) -> None:
         with self.transaction() as c:
             c.execute("UPDATE experiments SET status=?, finished=? WHERE id=?", (status, time.time(), exp_id))

@@ -1,7 +1,6 @@
 """The runner: strategies x seeds, every finished step stored, killed runs resumable."""
 from __future__ import annotations
 
-import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -73,14 +72,7 @@ class Runner:
             found = self.db.latest_unfinished(spec.digest())
             if found:
                 return found
-        exp_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        known = {e["id"] for e in self.db.experiments()}
-        base, n = exp_id, 1
-        while exp_id in known:
-            n += 1
-            exp_id = f"{base}-{n}"
-        self.db.create_experiment(exp_id, spec.name, spec.to_yaml(), spec.digest(), __version__)
-        return exp_id
+        return self.db.new_experiment(spec.name, spec.to_yaml(), spec.digest(), __version__)
 
     def run(self, resume: bool | str = False) -> str:
         configure_torch()

@@ -145,13 +145,7 @@ class UnlearningRunner:
         if resume:
             exp_id = self.db.latest_unfinished(spec.digest())
         if exp_id is None:
-            exp_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            known = {e["id"] for e in self.db.experiments()}
-            base, n = exp_id, 1
-            while exp_id in known:
-                n += 1
-                exp_id = f"{base}-{n}"
-            self.db.create_experiment(exp_id, spec.name, spec.to_yaml(), spec.digest(), __version__)
+            exp_id = self.db.new_experiment(spec.name, spec.to_yaml(), spec.digest(), __version__)
         try:
             for seed in spec.seeds:
                 self.run_seed(exp_id, seed)
@@ -284,13 +278,7 @@ def forget_from_run(root: str | Path, run_id: str, requests, methods, step: int 
                                 "methods": [{"label": lb, "name": n, "settings": st} for lb, n, st in methods]},
                                sort_keys=False)
     db = ResultsDB(root)
-    exp_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    known = {e["id"] for e in db.experiments()}
-    base, n = exp_id, 1
-    while exp_id in known:
-        n += 1
-        exp_id = f"{base}-{n}"
-    db.create_experiment(exp_id, name, spec_yaml, hashlib.sha256(spec_yaml.encode()).hexdigest()[:16], __version__)
+    exp_id = db.new_experiment(name, spec_yaml, hashlib.sha256(spec_yaml.encode()).hexdigest()[:16], __version__)
     db.close()
     shell = UnlearningSpec(name=name, forget=list(requests), methods=[MethodSpec(name=n, label=lb, settings=st)
                                                                       for lb, n, st in methods],
