@@ -110,14 +110,16 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) ->
 
 
 @app.command()
-def ls(kind: Optional[str] = typer.Argument(None, help="benchmarks, models, strategies or metrics")) -> None:
-    """List what palimpsest knows: benchmarks, models, strategies and metrics, one line each."""
+def ls(kind: Optional[str] = typer.Argument(None, help="benchmarks, models, strategies, unlearners or metrics")) -> None:
+    """List what palimpsest knows: benchmarks, models, strategies, unlearners and metrics, one line each."""
     import palimpsest.data.datasets  # noqa: F401
     import palimpsest.evaluate.metrics  # noqa: F401
+    import palimpsest.forget  # noqa: F401
     import palimpsest.learn  # noqa: F401
     import palimpsest.models  # noqa: F401
-    from .core.registry import DATASETS, METRICS, MODELS, STRATEGIES
-    sections = {"benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES, "metrics": METRICS}
+    from .core.registry import DATASETS, METRICS, MODELS, STRATEGIES, UNLEARNERS
+    sections = {"benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES, "unlearners": UNLEARNERS,
+                "metrics": METRICS}
     if kind and kind not in sections:
         _fail(PalimpsestError(f"unknown listing {kind!r}", expected=", ".join(sections), got=kind))
     for name, reg in sections.items():
