@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from palimpsest.core.errors import ConfigError
+from palimpsest.core.errors import ConfigError, SpecError
 from palimpsest.forget import ForgetRequest, LeakageError, UnlearnContext, UnlearningData, resolve
 from palimpsest.forget.fisher import diagonal_fisher
 from palimpsest.forget.iau import IAU, gradient_restriction_loss
@@ -81,10 +81,10 @@ def test_ssd_dampens_only_selected_parameters_and_never_increases_them(dampening
     split, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
     x, y = digits_tensors[0], digits_tensors[1]
     forget = torch.as_tensor(split.forget)
-    full = diagonal_fisher(trained_digits, x, y, 64, order="by_class")
+    full = diagonal_fisher(trained_digits, x, y, 64)  # SSD's default: the stored order
     forget_importance = diagonal_fisher(trained_digits, x[forget], y[forget], 64)
     before = _params(trained_digits)
-    ssd = SSD(dampening=dampening)
+    ssd = SSD(dampening=dampening, target_forget_accuracy=None)  # the paper's fixed alpha
     out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
     n_selected, n_kept = 0, 0
     for name, p in out.named_parameters():
@@ -101,7 +101,7 @@ def test_ssd_dampens_only_selected_parameters_and_never_increases_them(dampening
 
 def test_ssd_with_infinite_alpha_leaves_the_model_unchanged(digits, digits_tensors, trained_digits):
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
-    out = SSD(alpha=float("inf")).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = SSD(alpha=float("inf"), target_forget_accuracy=None).unlearn(copy.deepcopy(trained_digits), data, ctx)
     for p, q in zip(out.parameters(), trained_digits.parameters()):
         assert torch.equal(p, q)
 
@@ -109,19 +109,35 @@ def test_ssd_with_infinite_alpha_leaves_the_model_unchanged(digits, digits_tenso
 def test_ssd_forgets_the_class_and_keeps_the_others(digits, digits_tensors, trained_digits):
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
     before = class_forget_accuracies(trained_digits, digits, digits_tensors, 3)
-    out = SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
-    after = class_forget_accuracies(out, digits, digits_tensors, 3)
-    assert before["forget"] > 0.95 and after["forget"] <= 0.05 and after["test_forget_class"] <= 0.05
-    assert after["test_other"] >= before["test_other"] - 0.06
+    for ssd in (SSD(), SSD(target_forget_accuracy=None)):  # the default alpha search; the paper's alpha = 10
+        out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+        after = class_forget_accuracies(out, digits, digits_tensors, 3)
+        assert before["forget"] > 0.95 and after["forget"] <= 0.05 and after["test_forget_class"] <= 0.05
+        assert after["test_other"] >= before["test_other"] - 0.06
+    assert SSD().search_target(data) == 0.01 and SSD(target_forget_accuracy=None).search_target(data) is None
     # a larger alpha dampens fewer parameters and keeps the other classes better
-    gentle = SSD(alpha=20).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    gentle = SSD(alpha=20, target_forget_accuracy=None).unlearn(copy.deepcopy(trained_digits), data, ctx)
     assert class_forget_accuracies(gentle, digits, digits_tensors, 3)["test_other"] >= after["test_other"]
+
+
+def test_ssd_searches_alpha_only_for_whole_classes(digits, digits_tensors, trained_digits):
+    request = ForgetRequest(kind="random", fraction=0.1)
+    _, data, ctx = unlearning_setup(digits, digits_tensors, request, SSD.reads)
+    ssd = SSD()
+    ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    assert ssd.last_report["searched"] == [] and ssd.last_report["alpha"] == 10.0
+    assert ssd.last_report["target_forget_accuracy"] is None
+    forced = SSD(target_forget_accuracy=0.5)
+    forced.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    assert forced.last_report["searched"] and forced.last_report["target_forget_accuracy"] == 0.5
+    with pytest.raises(SpecError, match="target_forget_accuracy"):
+        SSD(target_forget_accuracy=1.5)
 
 
 def test_ssd_alpha_search_keeps_the_weakest_dampening_that_reaches_the_target(digits, digits_tensors,
                                                                               trained_digits):
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
-    ssd = SSD(alpha=80, target_forget_accuracy=0.05)
+    ssd = SSD(search_alpha=80, target_forget_accuracy=0.05)
     out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
     tried = ssd.last_report["searched"]
     assert [t["alpha"] for t in tried] == [80 / 2 ** k for k in range(len(tried))] and len(tried) > 1
@@ -155,7 +171,7 @@ def test_ssd_rejects_a_cache_measured_differently(digits, digits_tensors, traine
     ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y, batch_size=32)
     with pytest.raises(ConfigError, match="batch_size"):
         SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
-    ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y, order="stored")
+    ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y, order="by_class")
     with pytest.raises(ConfigError, match="order"):
         SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
     ctx.cache[CACHE_KEY] = {"head.weight": torch.zeros(3)}
