@@ -49,6 +49,9 @@ def test_ledger_records_reference_original_and_methods(tmp_path):
     assert retrain["forget_accuracy"] == 0.0  # the retrained model never saw class 3
     assert entries[0]["audit"]["forget_accuracy"] > 0.9 and entries[0]["audit"]["avg_gap"] > 0.2
     assert db.experiment(exp)["status"] == "finished"
+    # cost: wall and CPU time of retraining, and the retrained row's speed-up over itself is 1
+    assert retrain["cpu_seconds"] > 0 and retrain["seconds"] > 0
+    assert retrain["speedup_vs_retrain"] == pytest.approx(1) and retrain["speedup_vs_retrain_cpu"] == pytest.approx(1)
 
 
 def test_a_crash_leaves_a_visible_failed_record_and_resume_finishes(tmp_path, crashing_unlearner):
@@ -67,6 +70,8 @@ def test_a_crash_leaves_a_visible_failed_record_and_resume_finishes(tmp_path, cr
     run_unlearning(spec, root=tmp_path, resume=True, progress=False)
     entries = {e["label"]: e for e in ResultsDB(tmp_path).ledger(exp)}
     assert entries[crashing_unlearner]["status"] == "finished"
+    # the cached reference keeps the CPU time measured when it was built
+    assert entries[crashing_unlearner]["audit"]["retrain_cpu_seconds"] == entries["retrain"]["audit"]["cpu_seconds"] > 0
     assert {m[0] for m in db.conn.execute("SELECT id FROM models").fetchall()} == models_before
 
 

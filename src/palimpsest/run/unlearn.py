@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 from .. import __version__
 from ..core.registry import UNLEARNERS
 from ..core.seeding import configure_torch, derive_seed, pick_device, seed_everything
+from ..core.timing import Stopwatch
 from ..data import datasets as _datasets
 from ..forget.base import UnlearnContext, UnlearningData
 from ..forget.request import ForgetSplit, resolve
@@ -93,13 +93,15 @@ class UnlearningRunner:
         if entry and Path(entry["path"]).exists():
             state = load_state(entry["path"])
             model.load_state_dict(state["model"])
-            return model, {"seconds": entry["seconds"], "cache": state.get("cache", {})}
-        start = time.perf_counter()
-        extra = train(model) or {}
-        seconds = time.perf_counter() - start
+            info = json.loads(entry["info_json"] or "{}")
+            return model, {"seconds": entry["seconds"], "cpu_seconds": info.get("cpu_seconds"),
+                           "cache": state.get("cache", {})}
+        with Stopwatch() as clock:
+            extra = train(model) or {}
         save_state(path, {"model": model.state_dict(), "cache": extra.get("cache", {})})
-        self.db.add_model(model_id, exp_id, seed, role, str(path), seconds, {"spec": self.spec.train.model_dump(mode="json")})
-        return model, {"seconds": seconds, "cache": extra.get("cache", {})}
+        self.db.add_model(model_id, exp_id, seed, role, str(path), clock.wall,
+                          {"spec": self.spec.train.model_dump(mode="json"), "cpu_seconds": clock.cpu})
+        return model, {"seconds": clock.wall, "cpu_seconds": clock.cpu, "cache": extra.get("cache", {})}
 
     def original(self, exp_id: str, seed: int, data: TrainingData, device) -> tuple[torch.nn.Module, dict]:
         key = self.spec.original_digest(seed)
@@ -184,14 +186,17 @@ class UnlearningRunner:
                                     split.key(), method_name, label, settings)
                 try:
                     if label == "original":
-                        model, seconds = origin.model, 0.0
+                        model, seconds, cpu = origin.model, 0.0, 0.0
                     elif label == REFERENCE:
-                        model, seconds = reference, ref_info["seconds"]
+                        model, seconds, cpu = reference, ref_info["seconds"], ref_info.get("cpu_seconds")
                     else:
-                        model, seconds = self._unlearn(method_name, settings, origin, split, seed, device)
+                        model, seconds, cpu = self._unlearn(method_name, settings, origin, split, seed, device)
                     audit = ref_audit if label == REFERENCE else self._audit(model, origin.data, split, ref_audit)
+                    ref_cpu = ref_info.get("cpu_seconds")
                     audit = dict(audit, seconds=seconds, retrain_seconds=ref_info["seconds"],
-                                 speedup_vs_retrain=ref_info["seconds"] / seconds if seconds else None)
+                                 speedup_vs_retrain=ref_info["seconds"] / seconds if seconds else None,
+                                 cpu_seconds=cpu, retrain_cpu_seconds=ref_cpu,
+                                 speedup_vs_retrain_cpu=ref_cpu / cpu if cpu and ref_cpu else None)
                     self.db.ledger_close(entry_id, "finished", seconds, audit)
                 except BaseException as err:
                     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -207,10 +212,9 @@ class UnlearningRunner:
         model = copy.deepcopy(origin.model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "unlearn", name))
-            start = time.perf_counter()
-            model = method.unlearn(model, guarded, ctx)
-            seconds = time.perf_counter() - start
-        return model, seconds
+            with Stopwatch() as clock:
+                model = method.unlearn(model, guarded, ctx)
+        return model, clock.wall, clock.cpu
 
     def _reference_models(self, origin: "Origin", seed: int, device):
         """Reference models of the per-example attack, each trained with the original recipe on a
