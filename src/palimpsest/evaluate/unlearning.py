@@ -59,10 +59,19 @@ def audit_model(model, data, split, audits, reference: dict | None = None,
 
 def _reference_attack(model, data, split, refs: ReferenceModels, train_out, test_out, seed) -> dict:
     """Per-example RMIA: positives = the forget set (members of the original training set),
-    negatives = half of the test set, population z = the other half."""
+    negatives = half of the test set, population z = the other half.
+
+    When whole classes are forgotten the negatives are the test examples of those classes (and z
+    the other classes' test examples): the attack must tell members from non-members of the same
+    classes. Against all-class negatives it would only be telling the forgotten classes from the
+    rest, and a model retrained without them would score an AUC far below 0.5 instead of ~0.5."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.y_test))
-    neg, pop = order[: len(order) // 2], order[len(order) // 2:]
+    if split.forget_classes:
+        same = np.isin(data.y_test.numpy()[order], list(split.forget_classes))
+        neg, pop = order[same], order[~same]
+    else:
+        neg, pop = order[: len(order) // 2], order[len(order) // 2:]
     ref_train = reference_outputs(refs, data.x_train[torch.as_tensor(split.forget)],
                                   data.y_train[torch.as_tensor(split.forget)])["correct_prob"]
     ref_test = reference_outputs(refs, data.x_test, data.y_test)["correct_prob"]

@@ -1,6 +1,8 @@
 """Regression against a table of expected results (recipes/expected_results.csv).
 
-Each row: recipe, strategy (label), metric, expected, tolerance, budget. A row passes when the
+Each row: recipe, strategy (label), metric, expected, tolerance, budget. For an unlearning recipe
+the "strategy" is a method's label (or "original") and the metric an audit key (forget_accuracy,
+avg_gap, ...); a recipe with several forget requests names request i > 0 as "label#i". A row passes when the
 measured mean over the recipe's seeds lies within expected ± tolerance: two-sided, so a number
 that silently RISES fails too (a fix that changes results must update the table on purpose).
 `budget` is "ci" (tiny recipes that run in seconds, checked by the test suite) or "full" (the
@@ -17,6 +19,7 @@ from ..core.errors import DataError
 from .db import ResultsDB
 from .runner import run_experiment
 from .spec import load_spec
+from .unlearn_spec import UnlearningSpec
 
 COLUMNS = ("recipe", "strategy", "metric", "expected", "tolerance", "budget")
 
@@ -68,12 +71,20 @@ def check(expectations: list[Expectation], recipes_dir: str | Path, root: str | 
     outcomes: list[Outcome] = []
     for recipe in dict.fromkeys(e.recipe for e in chosen):
         spec = load_spec(Path(recipes_dir) / recipe)
-        exp_id = run_experiment(spec, root=root, progress=progress)
-        db = ResultsDB(root)
-        summary = {row["strategy"]: row for row in summarize(db, exp_id)}
+        if isinstance(spec, UnlearningSpec):
+            from ..report.unlearning import summarize_unlearning
+            from .unlearn import run_unlearning
+            exp_id = run_unlearning(spec, root=root, progress=progress)
+            db = ResultsDB(root)
+            summary = {(r["label"] if r["request_index"] == 0 else f"{r['label']}#{r['request_index']}"): r["stats"]
+                       for r in summarize_unlearning(db, exp_id)}
+        else:
+            exp_id = run_experiment(spec, root=root, progress=progress)
+            db = ResultsDB(root)
+            summary = {row["strategy"]: row.get("metrics", {}) for row in summarize(db, exp_id)}
         db.close()
         for e in (e for e in chosen if e.recipe == recipe):
-            stat = summary.get(e.strategy, {}).get("metrics", {}).get(e.metric)
+            stat = summary.get(e.strategy, {}).get(e.metric)
             outcomes.append(Outcome(e, stat["mean"] if stat else float("nan")))
     return outcomes
 
