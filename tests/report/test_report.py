@@ -195,3 +195,17 @@ def test_figures_handle_single_rows_and_nan():
                       "step_tasks": [[0], [1]], "n_seeds": 1}}
     assert heatmap_figure(nan_only, "class") is None and curves_figure(nan_only, "class") is None
     assert bars_figure([]) is None
+
+
+def test_unlearning_relearn_cell_says_when_accuracy_never_came_back():
+    from palimpsest.report.table import stat
+    from palimpsest.report.unlearning import _cell
+
+    def row(steps):
+        audits = [{"relearn_curve": [0.0] * 21, "relearn_steps_to_50pct": s} for s in steps]
+        values = [float("nan") if s is None else s for s in steps]
+        return {"audits": audits, "stats": {"relearn_steps_to_50pct": stat(values)}}
+
+    assert _cell(row([None, None]), "relearn_steps_to_50pct", False) == "> 20"
+    assert _cell(row([4, 6]), "relearn_steps_to_50pct", False) == "5.0 ± 1.0"
+    assert _cell(row([4, None]), "relearn_steps_to_50pct", False) == "4.0 (1 never)"

@@ -107,3 +107,13 @@ def test_bad_unlearning_specs_list_every_problem():
     assert "forget.0.classes: expected class ids in [0, 10), got [12]" in text
     assert "methods.0.name: unknown unlearner 'retrian'; did you mean 'retrain'?" in text
     assert "methods.1.settings.x: expected no such field" in text
+
+
+def test_per_example_attack_on_a_forgotten_class_compares_with_the_same_class(tmp_path):
+    # Non-members are test examples of the forgotten class: a model that never saw the class is
+    # at chance (against all-class non-members it would score an AUC near 0, which reads as
+    # "extremely non-member" and would make every class-forgetting method look over-forgotten).
+    spec = tiny(audits={"reference_mia": {"n_models": 4}})
+    exp = run_unlearning(spec, root=tmp_path, progress=False)
+    audits = {e["label"]: e["audit"] for e in ResultsDB(tmp_path).ledger(exp)}
+    assert abs(audits["retrain"]["reference_mia_auc"] - 0.5) < 0.1

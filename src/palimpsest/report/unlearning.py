@@ -27,13 +27,15 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("mia_score", "MIA score", True),
     ("reference_mia_auc", "Per-example\nMIA AUC", True),
     ("avg_gap", "Avg gap ↓", True),
+    ("relearn_steps_to_50pct", "Relearn steps\nto 50%", False),
+    ("probe_forget_class_accuracy", "Probe acc\nforgot classes", True),
     ("seconds", "Seconds", False),
     ("speedup_vs_retrain", "Speed-up\nvs retrain", False),
     ("speedup_vs_retrain_cpu", "CPU-time\nspeed-up", False),
 )
 CAPTION = ("Mean ± population std over seeds. Forget / retain accuracy on the training forget / retain sets; "
            "MIA score = share of the forget set a population attack calls members; avg gap = mean |difference "
-           "from the retrained model| over forget, retain and test accuracy and MIA score (SalUn); speed-ups are retraining's wall / CPU "
+           "from the retrained model| over forget, retain and test accuracy and MIA score (SalUn); relearn steps = fine-tuning steps on a few forget examples until forget accuracy reaches 50% (0 = never lost); probe acc = a linear probe on frozen features, on the forgotten classes' test examples; speed-ups are retraining's wall / CPU "
            "time over the method's, in the same run. The retrained row is the target: beyond it is over-forgetting. Formulas: docs/METRICS.md.")
 
 
@@ -65,6 +67,14 @@ def _cell(row: dict, key: str, percent: bool) -> str:
     value = row["stats"].get(key)
     if key.startswith("speedup_vs_retrain") and value and value["n"]:
         return f"{value['mean']:.1f}x"
+    if key == "relearn_steps_to_50pct":
+        curves = [a["relearn_curve"] for a in row["audits"] if a.get("relearn_curve")]
+        never = sum(1 for a in row["audits"] if a.get("relearn_curve") and a.get(key) is None)
+        if curves and never == len(curves):
+            return f"> {len(curves[0]) - 1}"  # not back to 50% within the relearning budget
+        if value and value["n"]:
+            text = f"{value['mean']:.1f}" + (f" ± {value['std']:.1f}" if value["n"] > 1 else "")
+            return text + (f" ({never} never)" if never else "")
     return format_stat(value, percent=percent) if value else MISSING
 
 
