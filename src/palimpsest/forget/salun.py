@@ -23,10 +23,10 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from ..core.config import Settings
 from ..core.registry import UNLEARNERS
 from .base import Split, Unlearner
 from .common import relabel_finetune
+from .random_labels import RandomLabels
 
 
 def saliency_mask(model: nn.Module, forget: Split, threshold: float, device, batch_size: int = 1024
@@ -60,15 +60,9 @@ class SalUn(Unlearner):
     name = "salun"
     reads = frozenset({"forget", "retain"})
 
-    class Config(Settings):
+    class Config(RandomLabels.Config):  # random labels' settings, plus the saliency threshold
         threshold: float = Field(0.5, gt=0, le=1, description="fraction of all weight entries that may change "
                                  "(the largest forget-loss gradient magnitudes)")
-        epochs: int = Field(2, ge=1, description="passes over the forget set")
-        lr: float = Field(0.01, gt=0, description="learning rate (the recipe's optimizer kind)")
-        batch_size: int | None = Field(None, ge=1, description="batch size of each split; None: the original recipe's")
-        retain_ratio: float | None = Field(1.0, ge=0, description="retain examples (true labels) joined to each "
-                                           "forget example in a step; None: n_retain / n_forget (SalUn's union "
-                                           "of the two sets); 0: the forget set only")
 
     def unlearn(self, model, data, ctx):
         c = self.config

@@ -16,6 +16,21 @@ from ..learn.config import TrainingConfig
 from ..learn.defaults import defaults_for
 
 
+
+def names_to_entries(v):
+    """`- naive` is short for `- {name: naive}` in a list of strategies or methods."""
+    return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
+
+
+def check_labels_and_seeds(field: str, labels: list[str], seeds: list[int]) -> None:
+    """Raise a ValueError (reported by the spec's validation) for a repeated label or seed."""
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"{field}: labels {dupes} appear twice; give each a distinct `label`")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: {seeds} repeats a seed; list each seed once")
+
+
 class RecurrenceSpec(Settings):
     length: int = Field(..., ge=1, description="number of training steps")
     distribution: Literal["uniform", "power_law"] = "uniform"
@@ -80,19 +95,11 @@ class ExperimentSpec(Settings):
     @field_validator("strategies", mode="before")
     @classmethod
     def _shorthand(cls, v):
-        # `- naive` is short for `- {name: naive}`
-        if isinstance(v, list):
-            return [{"name": s} if isinstance(s, str) else s for s in v]
-        return v
+        return names_to_entries(v)
 
     @model_validator(mode="after")
     def _labels_unique(self):
-        labels = [s.display for s in self.strategies]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
-            raise ValueError(f"strategies: labels {dupes} appear twice; give each a distinct `label`")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: {self.seeds} repeats a seed; list each seed once")
+        check_labels_and_seeds("strategies", [s.display for s in self.strategies], self.seeds)
         return self
 
     def training_for(self, strategy: StrategySpec) -> TrainingConfig:

@@ -13,7 +13,7 @@ from ..core.errors import PalimpsestError, SpecError
 from ..core.registry import DATASETS, MODELS, UNLEARNERS
 from ..forget.request import ForgetRequest
 from ..learn.config import TrainingConfig
-from .spec import ModelSpec
+from .spec import ModelSpec, check_labels_and_seeds, names_to_entries
 
 
 class OriginalSpec(Settings):
@@ -67,16 +67,11 @@ class UnlearningSpec(Settings):
     @field_validator("methods", mode="before")
     @classmethod
     def _shorthand(cls, v):
-        return [{"name": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
+        return names_to_entries(v)
 
     @model_validator(mode="after")
     def _unique(self):
-        labels = [m.display for m in self.methods]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
-            raise ValueError(f"methods: labels {dupes} appear twice; give each a distinct `label`")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: {self.seeds} repeats a seed; list each seed once")
+        check_labels_and_seeds("methods", [m.display for m in self.methods], self.seeds)
         return self
 
     def to_yaml(self) -> str:
