@@ -162,3 +162,19 @@ def test_paired_batches_cover_the_forget_set_each_epoch_and_cycle_the_retain_set
     assert sorted(retain[:25].tolist()) == list(range(25))   # a full pass before any repeat
     assert all(r is None for _, r in paired_batches(5, None, 2, 2, 1, generator(0, "x")))
 
+
+
+def test_union_batches_walk_forget_and_retain_as_one_shuffled_set():
+    from palimpsest.forget.common import union_batches
+    gen = torch.Generator().manual_seed(0)
+    steps = list(union_batches(10, 30, 8, epochs=2, gen=gen))
+    assert len(steps) == 2 * 5  # ceil(40 / 8) batches per pass over the union
+    assert all(len(f) + len(r) == 8 for f, r in steps)
+    for epoch in (steps[:5], steps[5:]):  # every example exactly once per epoch
+        assert sorted(torch.cat([f for f, _ in epoch]).tolist()) == list(range(10))
+        assert sorted(torch.cat([r for _, r in epoch]).tolist()) == list(range(30))
+
+
+def test_random_labels_with_the_union_loader_forgets(digits, digits_tensors, trained_digits):
+    model = unlearn("random_labels", digits, digits_tensors, trained_digits, retain_ratio=None, epochs=1)
+    assert class_forget_accuracies(model, digits, digits_tensors, 3)["forget"] <= 0.2

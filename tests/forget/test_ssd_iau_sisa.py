@@ -12,8 +12,9 @@ from palimpsest.forget import ForgetRequest, LeakageError, UnlearnContext, Unlea
 from palimpsest.forget.fisher import diagonal_fisher
 from palimpsest.forget.iau import IAU, gradient_restriction_loss
 from palimpsest.forget.sisa import SISA, SISAEnsemble, slice_epochs, train_sisa
-from palimpsest.forget.ssd import CACHE_KEY, SSD, full_data_importance
+from palimpsest.forget.ssd import CACHE_KEY, SSD, cache_key, full_data_importance
 from palimpsest.learn import TrainingConfig
+from palimpsest.models import create_model
 
 from .conftest import accuracy, class_forget_accuracies, make_model, unlearning_setup
 
@@ -174,9 +175,26 @@ def test_ssd_rejects_a_cache_measured_differently(digits, digits_tensors, traine
     ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y, order="by_class")
     with pytest.raises(ConfigError, match="order"):
         SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
-    ctx.cache[CACHE_KEY] = {"head.weight": torch.zeros(3)}
+    ctx.cache[CACHE_KEY] = dict(full_data_importance(trained_digits, x, y, batch_size=32).values)
+    with pytest.raises(ConfigError, match="does not say how it was measured"):
+        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+    del ctx.cache[CACHE_KEY]
+    ctx.cache[cache_key("batch", 64, "stored")] = {"head.weight": torch.zeros(3)}
     with pytest.raises(ConfigError, match="does not belong to this model"):
         SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+
+
+def test_ssd_artifacts_are_kept_per_setting(digits, digits_tensors, trained_digits):
+    x, y = digits_tensors[0], digits_tensors[1]
+    _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, {"forget"})
+    for settings in ({}, {"batch_size": 32}, {"full_data_order": "by_class"}):
+        ssd = SSD(**settings)
+        ctx.cache.update(ssd.artifacts(trained_digits, x, y, ctx))
+    assert len(ctx.cache) == 3
+    for settings in ({}, {"batch_size": 32}, {"full_data_order": "by_class"}):
+        ssd = SSD(**settings)
+        ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)  # reads only the forget set
+        assert ssd.last_report["used_cached_full_importance"]
 
 
 # -- IAU ---------------------------------------------------------------------------------------
@@ -292,3 +310,24 @@ def test_sisa_on_a_plain_model_builds_an_ensemble_without_the_forget_set(digits,
     assert class_forget_accuracies(out, digits, digits_tensors, 3)["forget"] == 0.0
     with pytest.raises(ConfigError, match="train_sisa"):
         SISA(build_if_plain=False).unlearn(copy.deepcopy(trained_digits), data, ctx)
+
+
+def test_sisa_deletion_is_exact_with_dropout(digits, digits_tensors):
+    # dropout draws from the global RNG: each slice step is seeded, so a resumed shard matches
+    x, y = digits_tensors[0], digits_tensors[1]
+
+    def make():
+        m = create_model("mlp", digits.input_shape, digits.n_classes, hidden=(32,), dropout=0.3)
+        m.observe_classes(range(digits.n_classes))
+        return m
+
+    small = TrainingConfig(epochs=2, batch_size=64, lr=0.05)
+    ensemble = train_sisa(make, x, y, shards=2, slices=2, training=small, seed=0)
+    doomed = ensemble.partition[0][1][:4]
+    split = resolve(ForgetRequest(kind="indices", indices=doomed.tolist()), digits.y_train, digits.n_classes)
+    out = SISA().unlearn(ensemble, UnlearningData(x, y, split, SISA.reads, digits.n_classes),
+                         UnlearnContext(small, make, seed=0))
+    reduced = [[np.setdiff1d(s, doomed) for s in shard] for shard in out.partition]
+    scratch = train_sisa(make, x, y, training=small, seed=0, partition=reduced)
+    for key, value in out.constituents[0].state_dict().items():
+        assert torch.equal(value, scratch.constituents[0].state_dict()[key])

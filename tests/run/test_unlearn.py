@@ -117,3 +117,26 @@ def test_per_example_attack_on_a_forgotten_class_compares_with_the_same_class(tm
     exp = run_unlearning(spec, root=tmp_path, progress=False)
     audits = {e["label"]: e["audit"] for e in ResultsDB(tmp_path).ledger(exp)}
     assert abs(audits["retrain"]["reference_mia_auc"] - 0.5) < 0.1
+
+
+def test_a_failed_reference_leaves_a_visible_record(tmp_path, monkeypatch):
+    from palimpsest.run.unlearn import UnlearningRunner
+
+    def broken(*args, **kwargs):
+        raise Boom("retraining crashed")
+
+    monkeypatch.setattr(UnlearningRunner, "reference", broken)
+    with pytest.raises(Boom):
+        run_unlearning(tiny(), root=tmp_path, progress=False)
+    entries = ResultsDB(tmp_path).ledger()
+    assert [(e["label"], e["status"]) for e in entries] == [("retrain", "failed")]
+    assert "retraining crashed" in entries[0]["error"]
+
+
+def test_resume_skips_finished_requests_without_rebuilding_them(tmp_path, monkeypatch):
+    from palimpsest.run.unlearn import UnlearningRunner
+    spec = tiny()
+    exp = run_unlearning(spec, root=tmp_path, progress=False)
+    ResultsDB(tmp_path).set_experiment_status(exp, "failed")  # as if a later seed had crashed
+    monkeypatch.setattr(UnlearningRunner, "reference", lambda *a, **k: pytest.fail("rebuilt a finished request"))
+    assert run_unlearning(spec, root=tmp_path, resume=True, progress=False) == exp

@@ -57,6 +57,18 @@ def paired_batches(n_forget: int, n_retain: int | None, forget_batch_size: int, 
             yield order[start:start + forget_batch_size], (retain.next() if retain else None)
 
 
+def union_batches(n_forget: int, n_retain: int, batch_size: int, epochs: int, gen: torch.Generator
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(forget indices, retain indices) per step for one shuffled loader over the union of the two
+    sets (SalUn's `torch.utils.data.ConcatDataset` with shuffling): each step is `batch_size`
+    positions of a fresh permutation of the n_forget + n_retain examples, split by set."""
+    for _ in range(epochs):
+        order = torch.randperm(n_forget + n_retain, generator=gen)
+        for start in range(0, len(order), batch_size):
+            pos = order[start:start + batch_size]
+            yield pos[pos < n_forget], pos[pos >= n_forget] - n_forget
+
+
 def predictable_classes(model: nn.Module, n_classes: int) -> torch.Tensor:
     """Class ids the model can predict (its `active` mask when it has one)."""
     active = getattr(model, "active", None)
@@ -67,7 +79,8 @@ def predictable_classes(model: nn.Module, n_classes: int) -> torch.Tensor:
 
 def random_wrong_labels(targets: torch.Tensor, classes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """For each target a label drawn uniformly from `classes` minus the target itself (the random
-    relabelling of Graves et al. 2021 and SalUn): never the true label. Targets outside `classes`
+    relabelling of Graves et al. 2021): never the true label. (SalUn's code draws from all classes,
+    so about 1 label in C equals the true one there.) Targets outside `classes`
     get any class of `classes`."""
     classes = torch.as_tensor(classes, dtype=torch.long).cpu()
     if len(classes) < 2:
@@ -95,17 +108,16 @@ def relabel_finetune(model: nn.Module, data, ctx, *, epochs: int, lr: float, bat
                      ) -> nn.Module:
     """Train on the forget set with random wrong labels (drawn once per run). Each step takes a batch
     of forget examples and `retain_ratio` times as many retain examples under their true labels,
-    and descends the mean cross-entropy of the joined batch (retain_ratio None means
-    n_retain / n_forget: SalUn's shuffled union of the two sets; 0 reads no retain data). An epoch is one pass
-    over the forget set. With `mask` (parameter name -> bool tensor) only the masked entries move:
+    and descends the mean cross-entropy of the joined batch (0 reads no retain data); an epoch is
+    one pass over the forget set. retain_ratio None is SalUn's own loader: the union of the
+    relabelled forget set and the retain set, shuffled, in batches of `batch_size`, an epoch being
+    one pass over the union. With `mask` (parameter name -> bool tensor) only the masked entries move:
     their gradients are masked and every other entry is put back to its original value after each
     step, so it stays bit-identical whatever the optimizer (momentum, weight decay). Used by
     random_labels and SalUn."""
     forget = data.forget()
     batch = batch_size or ctx.training.batch_size
-    if retain_ratio is None:
-        retain_ratio = data.n_retain / data.n_forget
-    retain_batch = round(retain_ratio * batch)
+    retain_batch = batch if retain_ratio is None else round(retain_ratio * batch)
     retain = data.retain() if retain_batch > 0 else None
     gen = generator(ctx.seed, stage)
     wrong = random_wrong_labels(forget.targets, predictable_classes(model, data.n_classes), gen)
@@ -113,7 +125,9 @@ def relabel_finetune(model: nn.Module, data, ctx, *, epochs: int, lr: float, bat
     params = dict(model.named_parameters())
     masked = {n: (m.to(params[n].device), params[n].detach().clone()) for n, m in (mask or {}).items()}
     model.train()
-    for f_idx, r_idx in paired_batches(len(forget), len(retain) if retain else None, batch, retain_batch, epochs, gen):
+    steps = (union_batches(len(forget), len(retain), batch, epochs, gen) if retain_ratio is None else
+             paired_batches(len(forget), len(retain) if retain else None, batch, retain_batch, epochs, gen))
+    for f_idx, r_idx in steps:
         x, y = forget.inputs[f_idx], wrong[f_idx]
         if r_idx is not None:
             x, y = torch.cat([x, retain.inputs[r_idx]]), torch.cat([y, retain.targets[r_idx]])

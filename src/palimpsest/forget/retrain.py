@@ -20,4 +20,4 @@ class Retrain(Unlearner):
             torch.manual_seed(derive_seed(ctx.seed, "retrain"))
             fresh = ctx.make_model().to(ctx.device)
         fit(fresh, retain.inputs, retain.targets, ctx.training, ctx.seed, ctx.device, stage="retrain")
-        return fresh
+        return fresh.eval()

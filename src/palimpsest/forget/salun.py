@@ -11,10 +11,11 @@
    weight decay cannot move them either).
 
 The paper trains on the shuffled union of the relabelled forget set and the retain set
-(`retain_ratio=None`, one pass over the union per epoch). The defaults here pair each forget
-example with one retain example for two passes over the forget set, which is cheaper and, on a
-held-out split of Fashion-MNIST with a small CNN (seed 100), forgot a whole class as well; for
-random forgetting the union (`retain_ratio=None, epochs=1`) came much closer to retraining.
+(`retain_ratio=None`: one pass over the union per epoch, as costly as an epoch of retraining). The
+defaults here pair each forget example with one retain example for two passes over the forget set,
+which is far cheaper and, on a held-out split of Fashion-MNIST with a small CNN (seed 100), forgot a
+whole class as well. These defaults suit class forgetting; on random 10 % forgetting they
+over-forget (docs/FEATURES.md).
 """
 from __future__ import annotations
 

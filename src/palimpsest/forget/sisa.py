@@ -178,7 +178,11 @@ class SISAEnsemble(nn.Module):
             x, y = rows.get(np.concatenate(self.partition[shard][:r + 1]))
             if len(y):
                 step_recipe = self.training_config.model_copy(update={"epochs": schedule[r]})
-                fit(model, x, y, step_recipe, self.seed, device, stage=f"sisa/shard{shard}/slice{r}")
+                # the global RNG (dropout) is seeded per (shard, slice) too, so a shard resumed from
+                # a checkpoint is bit-identical to one trained from scratch even with dropout
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(derive_seed(self.seed, "sisa", "step", shard, r))
+                    fit(model, x, y, step_recipe, self.seed, device, stage=f"sisa/shard{shard}/slice{r}")
             steps += 1
         model.eval()
         return steps

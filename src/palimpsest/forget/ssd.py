@@ -74,6 +74,12 @@ CACHE_KEY = "fisher_train"
 AUTO_TARGET = 0.01  # "auto": a model retrained without a class never predicts it
 
 
+def cache_key(estimator: str, batch_size: int, order: str) -> str:
+    """Where `artifacts` keeps a full-data importance measured with these settings: two SSD
+    configurations in one spec, or a later spec with other settings, never share one by mistake."""
+    return f"{CACHE_KEY}/{estimator}/{batch_size}/{order}"
+
+
 def full_data_importance(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 64,
                          estimator: Literal["batch", "example"] = "batch",
                          device: torch.device | str | None = None,
@@ -149,11 +155,20 @@ class SSD(Unlearner):
         self.last_report: dict = {}
 
     def _cached_importance(self, model, ctx) -> DiagonalFisher | None:
-        cached = ctx.cache.get(CACHE_KEY)
+        """ctx.cache[cache_key(settings)] (a dict of tensors kept by `artifacts`: the key says how it
+        was measured), else ctx.cache["fisher_train"] (a DiagonalFisher, which says it itself)."""
+        c = self.config
+        keyed = ctx.cache.get(cache_key(c.estimator, c.batch_size, c.full_data_order))
+        cached = ctx.cache.get(CACHE_KEY) if keyed is None else keyed
         if cached is None:
             return None
-        c = self.config
         if isinstance(cached, dict):
+            if keyed is None:
+                raise ConfigError(f"ctx.cache[{CACHE_KEY!r}] is a plain dict, which does not say how it was measured",
+                                  expected="the DiagonalFisher returned by ssd.full_data_importance, or a dict "
+                                           "stored under ssd.cache_key(estimator, batch_size, order)",
+                                  got=f"a dict of {len(cached)} tensors",
+                                  fix="store full_data_importance(model, inputs, targets) itself")
             cached = DiagonalFisher(dict(cached), c.estimator, c.batch_size, 0, c.full_data_order)
         if not isinstance(cached, DiagonalFisher):
             raise ConfigError(f"ctx.cache[{CACHE_KEY!r}] is not a full-data importance",
@@ -175,7 +190,7 @@ class SSD(Unlearner):
         c = self.config
         fisher = full_data_importance(model, inputs, targets, c.batch_size, c.estimator, ctx.device,
                                       order=c.full_data_order)
-        return {CACHE_KEY: dict(fisher.values)}
+        return {cache_key(c.estimator, c.batch_size, c.full_data_order): dict(fisher.values)}
 
     def unlearn(self, model, data, ctx):
         c = self.config
@@ -237,4 +252,4 @@ class SSD(Unlearner):
         return alpha, selected, total, searched
 
 
-__all__ = ["CACHE_KEY", "SSD", "dampen", "full_data_importance"]
+__all__ = ["CACHE_KEY", "SSD", "cache_key", "dampen", "full_data_importance"]

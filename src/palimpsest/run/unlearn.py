@@ -87,21 +87,22 @@ class UnlearningRunner:
 
     # -- models ---------------------------------------------------------------------------------
     def _stored(self, model_id: str, make, train: Callable[[torch.nn.Module], dict], exp_id: str, seed: int,
-                role: str, path: Path) -> tuple[torch.nn.Module, dict]:
+                role: str, path: Path, device) -> tuple[torch.nn.Module, dict]:
         entry = self.db.model_entry(model_id)
-        model = make()
+        model = make().to(device)
         if entry and Path(entry["path"]).exists():
             state = load_state(entry["path"])
             model.load_state_dict(state["model"])
             info = json.loads(entry["info_json"] or "{}")
-            return model, {"seconds": entry["seconds"], "cpu_seconds": info.get("cpu_seconds"),
+            return model, {"seconds": entry["seconds"], "cpu_seconds": info.get("cpu_seconds"), "cached": True,
                            "cache": state.get("cache", {})}
         with Stopwatch() as clock:
             extra = train(model) or {}
         save_state(path, {"model": model.state_dict(), "cache": extra.get("cache", {})})
         self.db.add_model(model_id, exp_id, seed, role, str(path), clock.wall,
                           {"spec": self.spec.train.model_dump(mode="json"), "cpu_seconds": clock.cpu})
-        return model, {"seconds": clock.wall, "cpu_seconds": clock.cpu, "cache": extra.get("cache", {})}
+        return model, {"seconds": clock.wall, "cpu_seconds": clock.cpu, "cached": False,
+                       "cache": extra.get("cache", {})}
 
     def original(self, exp_id: str, seed: int, data: TrainingData, device) -> tuple[torch.nn.Module, dict]:
         key = self.spec.original_digest(seed)
@@ -114,7 +115,7 @@ class UnlearningRunner:
         with torch.random.fork_rng(devices=[]):
             seed_everything(derive_seed(seed, "original"))
             return self._stored(f"original/{key}", make, train, exp_id, seed, "original",
-                                self.db.root / "models" / f"original_{key}.safetensors")
+                                self.db.root / "models" / f"original_{key}.safetensors", device)
 
     def _artifacts(self, model, data: TrainingData, seed: int, device) -> dict:
         """What methods keep with the model at training time (e.g. SSD's full-data importance)."""
@@ -137,7 +138,7 @@ class UnlearningRunner:
         with torch.random.fork_rng(devices=[]):
             seed_everything(derive_seed(seed, "retrain"))
             return self._stored(f"retrain/{key}", origin.make_model, train, exp_id, seed, "retrain",
-                                self.db.root / "models" / f"retrain_{key}.safetensors")
+                                self.db.root / "models" / f"retrain_{key}.safetensors", device)
 
     # -- the experiment --------------------------------------------------------------------------
     def run(self, resume: bool = False) -> str:
@@ -171,15 +172,27 @@ class UnlearningRunner:
         reference; finished ledger entries are skipped, so a resumed run continues."""
         device = pick_device(origin.training.device)
         done = {e["id"] for e in self.db.ledger(exp_id) if e["status"] == "finished"}
-        self._refs = self._reference_models(origin, seed, device)
+        self._refs = None
         for r_i, request in enumerate(requests):
-            split = resolve(request, origin.data.y_train.numpy(), origin.data.n_classes)
-            reference, ref_info = self.reference(exp_id, seed, origin, split, device)
-            ref_audit = self._audit(reference, origin.data, split, None)
             entries = [("original", "original", {}), (REFERENCE, REFERENCE, {})] + \
                       [m for m in methods if m[1] != REFERENCE]
+            ids = {label: f"{exp_id}/seed{seed}/request{r_i}/{label}" for label, _, _ in entries}
+            if all(i in done for i in ids.values()):
+                continue  # a resumed run skips finished requests without rebuilding their reference
+            split = resolve(request, origin.data.y_train.numpy(), origin.data.n_classes)
+            try:
+                if self._refs is None:
+                    self._refs = self._reference_models(origin, seed, device)
+                reference, ref_info = self.reference(exp_id, seed, origin, split, device)
+                ref_audit = self._audit(reference, origin.data, split, None, seed)
+            except BaseException as err:  # a failed reference leaves a visible record too
+                self.db.ledger_open(ids[REFERENCE], exp_id, origin.source, seed, request.model_dump(mode="json"),
+                                    split.key(), REFERENCE, REFERENCE, {})
+                status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                self.db.ledger_close(ids[REFERENCE], status, error=traceback.format_exc(limit=5))
+                raise
             for label, method_name, settings in entries:
-                entry_id = f"{exp_id}/seed{seed}/request{r_i}/{label}"
+                entry_id = ids[label]
                 if entry_id in done:
                     continue
                 self.db.ledger_open(entry_id, exp_id, origin.source, seed, request.model_dump(mode="json"),
@@ -191,9 +204,13 @@ class UnlearningRunner:
                         model, seconds, cpu = reference, ref_info["seconds"], ref_info.get("cpu_seconds")
                     else:
                         model, seconds, cpu = self._unlearn(method_name, settings, origin, split, seed, device)
-                    audit = ref_audit if label == REFERENCE else self._audit(model, origin.data, split, ref_audit)
+                    audit = ref_audit if label == REFERENCE else self._audit(model, origin.data, split, ref_audit,
+                                                                             seed)
                     ref_cpu = ref_info.get("cpu_seconds")
+                    # retrain_time_cached: the reference came from an earlier run, so its time was
+                    # measured then, under whatever load the machine had
                     audit = dict(audit, seconds=seconds, retrain_seconds=ref_info["seconds"],
+                                 retrain_time_cached=bool(ref_info.get("cached")),
                                  speedup_vs_retrain=ref_info["seconds"] / seconds if seconds else None,
                                  cpu_seconds=cpu, retrain_cpu_seconds=ref_cpu,
                                  speedup_vs_retrain_cpu=ref_cpu / cpu if cpu and ref_cpu else None)
@@ -209,7 +226,7 @@ class UnlearningRunner:
         method = UNLEARNERS.create(name, **settings)
         guarded = UnlearningData(origin.data.x_train, origin.data.y_train, split, method.reads, origin.data.n_classes)
         ctx = UnlearnContext(origin.training, origin.make_model, device, seed, cache=dict(origin.info.get("cache", {})))
-        model = copy.deepcopy(origin.model)
+        model = copy.deepcopy(origin.model).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "unlearn", name))
             with Stopwatch() as clock:
@@ -225,13 +242,15 @@ class UnlearningRunner:
         from ..evaluate.mia import train_reference_models
         recipe = origin.training
         return train_reference_models(
-            origin.make_model, lambda m, x, y, s: fit(m, x, y, recipe, s, device, stage="reference"),
+            lambda: origin.make_model().to(device),
+            lambda m, x, y, s: fit(m, x, y, recipe, s, device, stage="reference"),
             origin.data.x_train, origin.data.y_train, n, seed=seed,
             fraction=self.spec.audits.reference_mia.pool_fraction)
 
-    def _audit(self, model, data: TrainingData, split: ForgetSplit, reference: dict | None) -> dict:
+    def _audit(self, model, data: TrainingData, split: ForgetSplit, reference: dict | None, seed: int) -> dict:
+        """The audit's own randomness (attack splits, relearning picks, probe rows) follows the seed."""
         return self.audit_fn(model, data, split, self.spec.audits, reference,
-                             reference_models=getattr(self, "_refs", None), seed=0)
+                             reference_models=getattr(self, "_refs", None), seed=seed)
 
 
 def run_unlearning(spec: UnlearningSpec, root: str | Path = "palimpsest-results", resume: bool = False,

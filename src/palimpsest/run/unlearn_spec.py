@@ -39,7 +39,8 @@ class MethodSpec(Settings):
 
 class ReferenceAttackSpec(Settings):
     n_models: int = Field(0, ge=0, description="reference models for the per-example attack (0 = off)")
-    pool_fraction: float = Field(0.5, gt=0, le=1, description="share of the pool each reference model trains on")
+    pool_fraction: float = Field(0.5, gt=0, lt=1, description="share of the pool each reference model trains on "
+                                 "(below 1: each example must be left out of some reference models)")
 
 
 class RelearnSpec(Settings):
