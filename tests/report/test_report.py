@@ -209,3 +209,16 @@ def test_unlearning_relearn_cell_says_when_accuracy_never_came_back():
     assert _cell(row([None, None]), "relearn_steps_to_50pct", False) == "> 20"
     assert _cell(row([4, 6]), "relearn_steps_to_50pct", False) == "5.0 ± 1.0"
     assert _cell(row([4, None]), "relearn_steps_to_50pct", False) == "4.0 (1 never)"
+
+
+def test_unlearning_table_keeps_the_key_columns_in_a_narrow_terminal():
+    from palimpsest.report.table import stat
+    from palimpsest.report.unlearning import COLUMNS, build_unlearning_table
+    audit = {key: 0.5 for key, _, _ in COLUMNS}
+    rows = [{"experiment": "e", "request": "classes [3]", "label": label, "n_seeds": 1, "failed": 0,
+             "audits": [audit], "stats": {k: stat([v]) for k, v in audit.items()}} for label in ("retrain", "ssd")]
+    wide = build_unlearning_table(rows, width=300)
+    narrow = build_unlearning_table(rows, width=80)
+    assert len(wide.columns) == 3 + len(COLUMNS)
+    assert [c.header for c in narrow.columns] == ["Method", "Seeds", "Forget", "Test\nother", "Gap ↓", "CPU\nspeed-up"]
+    assert "classes [3]" in narrow.title and "Narrow terminal" in narrow.caption

@@ -83,24 +83,45 @@ def _columns(summary: Sequence[dict]) -> list[tuple[str, str, bool]]:
     return [c for c in COLUMNS if c[0] in present]
 
 
-def build_unlearning_table(summary: Sequence[dict], box_style=box.HEAVY_HEAD) -> Table:
+# The columns kept when the terminal is too narrow for all of them (the HTML and CSV keep every one).
+COMPACT = {"forget_accuracy": "Forget", "test_other_accuracy": "Test\nother", "test_accuracy": "Test", "avg_gap": "Gap ↓",
+           "speedup_vs_retrain_cpu": "CPU\nspeed-up"}
+
+
+def build_unlearning_table(summary: Sequence[dict], box_style=box.HEAVY_HEAD, width: int | None = None) -> Table:
+    """The table; with a `width` below what every column needs, only the COMPACT columns."""
     title = f"Unlearning experiment {summary[0]['experiment']}" if summary else "Unlearning (no entries)"
-    table = Table(title=title, caption=CAPTION, box=box_style, caption_justify="left")
-    table.add_column("Request", no_wrap=True)
+    cols = _columns(summary)
+    caption = CAPTION
+    requests = list(dict.fromkeys(row["request"] for row in summary))
+    compact = width is not None and width < 40 + 12 * len(cols)
+    if compact:
+        cols = [(k, COMPACT[k], p) for k, _, p in cols if k in COMPACT]
+        if "test_other_accuracy" in {k for k, _, _ in cols}:  # one test column is enough here
+            cols = [c for c in cols if c[0] != "test_accuracy"]
+        caption = ("Narrow terminal: some columns left out (the HTML report and `palimpsest export` keep them all). "
+                   + caption)
+        if len(requests) == 1:
+            title += f"\nforget {requests[0]}"
+    table = Table(title=title, caption=caption, box=box_style, caption_justify="left")
+    show_request = not (compact and len(requests) == 1)
+    if show_request:
+        table.add_column("Request", no_wrap=True)
     table.add_column("Method", style="bold", no_wrap=True)
     table.add_column("Seeds", justify="right")
-    cols = _columns(summary)
     for _, title_, _ in cols:
         table.add_column(title_, justify="right", no_wrap=True)
     for row in summary:
         seeds = str(row["n_seeds"]) + (f" (+{row['failed']} failed)" if row["failed"] else "")
-        table.add_row(row["request"], row["label"], seeds, *(_cell(row, k, p) for k, _, p in cols))
+        table.add_row(*([row["request"]] if show_request else []), row["label"], seeds,
+                      *(_cell(row, k, p) for k, _, p in cols))
     return table
 
 
 def render_unlearning_table(summary: Sequence[dict], console: Console | None = None) -> Table:
-    table = build_unlearning_table(summary)
-    (console or Console()).print(table)
+    console = console or Console()
+    table = build_unlearning_table(summary, width=console.width)
+    console.print(table)
     return table
 
 
