@@ -50,14 +50,14 @@ def audit_model(model, data, split, audits, reference: dict | None = None,
     if reference is not None:
         out["avg_gap"] = avg_gap(out, reference, keys=[k for k in ("forget_accuracy", "retain_accuracy",
                                                                    "test_accuracy", "mia_score") if k in out])
-        # the tolerance grows with the sampling noise of a proportion over the forget set
-        n_forget = len(split.forget)
-        out["verdict_forget_accuracy"] = compare_to_reference(
-            out["forget_accuracy"], reference["forget_accuracy"],
-            max(0.02, binomial_tolerance(reference["forget_accuracy"], n_forget)))
+        def verdict(key: str) -> str:
+            # the tolerance grows with the sampling noise of a proportion over the forget set
+            tolerance = max(0.02, binomial_tolerance(reference[key], len(split.forget)))
+            return compare_to_reference(out[key], reference[key], tolerance)
+
+        out["verdict_forget_accuracy"] = verdict("forget_accuracy")
         if "mia_score" in out:
-            out["verdict_mia"] = compare_to_reference(out["mia_score"], reference["mia_score"],
-                                                      max(0.02, binomial_tolerance(reference["mia_score"], n_forget)))
+            out["verdict_mia"] = verdict("mia_score")
     del forget_idx, retain_idx
     return out
 

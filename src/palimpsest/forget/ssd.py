@@ -158,8 +158,9 @@ class SSD(Unlearner):
         """ctx.cache[cache_key(settings)] (a dict of tensors kept by `artifacts`: the key says how it
         was measured), else ctx.cache["fisher_train"] (a DiagonalFisher, which says it itself)."""
         c = self.config
-        keyed = ctx.cache.get(cache_key(c.estimator, c.batch_size, c.full_data_order))
-        cached = ctx.cache.get(CACHE_KEY) if keyed is None else keyed
+        key = cache_key(c.estimator, c.batch_size, c.full_data_order)
+        keyed = ctx.cache.get(key)
+        cached, key = (ctx.cache.get(CACHE_KEY), CACHE_KEY) if keyed is None else (keyed, key)
         if cached is None:
             return None
         if isinstance(cached, dict):
@@ -171,8 +172,9 @@ class SSD(Unlearner):
                                   fix="store full_data_importance(model, inputs, targets) itself")
             cached = DiagonalFisher(dict(cached), c.estimator, c.batch_size, 0, c.full_data_order)
         if not isinstance(cached, DiagonalFisher):
-            raise ConfigError(f"ctx.cache[{CACHE_KEY!r}] is not a full-data importance",
-                              expected="the DiagonalFisher returned by ssd.full_data_importance (or a dict of tensors)",
+            raise ConfigError(f"ctx.cache[{key!r}] is not a full-data importance",
+                              expected="the DiagonalFisher returned by ssd.full_data_importance (a dict of tensors "
+                                       "only under ssd.cache_key(estimator, batch_size, order))",
                               got=type(cached).__name__, fix="store full_data_importance(model, inputs, targets)")
         if (cached.estimator, cached.batch_size, cached.order) != (c.estimator, c.batch_size, c.full_data_order):
             raise ConfigError("the cached full-data importance was measured differently from SSD's settings",
@@ -182,14 +184,18 @@ class SSD(Unlearner):
                                   f"order={cached.order!r}",
                               fix="recompute it with full_data_importance(..., batch_size=..., estimator=..., "
                                   "order=...) matching SSD, or set SSD's settings to the cached ones")
-        cached.check_matches(model, f"cached ctx.cache[{CACHE_KEY!r}]")
+        cached.check_matches(model, f"cached ctx.cache[{key!r}]")
         return cached
+
+    def _full_importance(self, model, inputs, targets, device) -> DiagonalFisher:
+        """I_D measured with this SSD's settings."""
+        c = self.config
+        return full_data_importance(model, inputs, targets, c.batch_size, c.estimator, device, order=c.full_data_order)
 
     def artifacts(self, model, inputs, targets, ctx):
         """The full-data importance I_D, computed at training time as a deployment would keep it."""
         c = self.config
-        fisher = full_data_importance(model, inputs, targets, c.batch_size, c.estimator, ctx.device,
-                                      order=c.full_data_order)
+        fisher = self._full_importance(model, inputs, targets, ctx.device)
         return {cache_key(c.estimator, c.batch_size, c.full_data_order): dict(fisher.values)}
 
     def unlearn(self, model, data, ctx):
@@ -200,8 +206,7 @@ class SSD(Unlearner):
         used_cache = full is not None
         if full is None:
             train = data.train()  # the paper's D: forget and retain together
-            full = diagonal_fisher(model, train.inputs, train.targets, c.batch_size, c.estimator, ctx.device,
-                                   order=c.full_data_order)
+            full = self._full_importance(model, train.inputs, train.targets, ctx.device)
         full_seconds = time.perf_counter() - start
         forget = data.forget()
         importance = diagonal_fisher(model, forget.inputs, forget.targets, c.batch_size, c.estimator, ctx.device)

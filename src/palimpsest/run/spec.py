@@ -16,7 +16,6 @@ from ..learn.config import TrainingConfig
 from ..learn.defaults import defaults_for
 
 
-
 def names_to_entries(v):
     """`- naive` is short for `- {name: naive}` in a list of strategies or methods."""
     return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v

@@ -188,8 +188,7 @@ class UnlearningRunner:
             except BaseException as err:  # a failed reference leaves a visible record too
                 self.db.ledger_open(ids[REFERENCE], exp_id, origin.source, seed, request.model_dump(mode="json"),
                                     split.key(), REFERENCE, REFERENCE, {})
-                status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-                self.db.ledger_close(ids[REFERENCE], status, error=traceback.format_exc(limit=5))
+                self._close_failed(ids[REFERENCE], err)
                 raise
             for label, method_name, settings in entries:
                 entry_id = ids[label]
@@ -216,11 +215,15 @@ class UnlearningRunner:
                                  speedup_vs_retrain_cpu=ref_cpu / cpu if cpu and ref_cpu else None)
                     self.db.ledger_close(entry_id, "finished", seconds, audit)
                 except BaseException as err:
-                    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-                    self.db.ledger_close(entry_id, status, error=traceback.format_exc(limit=5))
+                    self._close_failed(entry_id, err)
                     raise
                 if self.on_entry:
                     self.on_entry(entry_id)
+
+    def _close_failed(self, entry_id: str, err: BaseException) -> None:
+        """Close a ledger entry as interrupted (Ctrl-C) or failed, with the traceback."""
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        self.db.ledger_close(entry_id, status, error=traceback.format_exc(limit=5))
 
     def _unlearn(self, name, settings, origin: "Origin", split, seed, device):
         method = UNLEARNERS.create(name, **settings)
