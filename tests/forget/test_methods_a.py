@@ -36,7 +36,7 @@ def unlearn(name, digits, digits_tensors, trained, request=CLASS_3, reads=None, 
     cls = UNLEARNERS.get(name).obj
     _, data, ctx = unlearning_setup(digits, digits_tensors, request, cls.reads if reads is None else reads)
     torch.manual_seed(0)
-    return UNLEARNERS.create(name, **settings).unlearn(copy.deepcopy(trained), data, ctx)
+    return UNLEARNERS.create(name, **settings).unlearn(copy.deepcopy(trained), data, ctx).model
 
 
 def forget_loss(model, digits_tensors, cls=3):
@@ -74,7 +74,7 @@ def test_neggrad_plus_with_alpha_one_does_not_forget_but_lower_alpha_does(digits
 
 
 def test_finetune_reads_only_the_retain_set(digits, digits_tensors, trained_digits):
-    assert UNLEARNERS.get("finetune").obj.reads == {"retain"}
+    assert UNLEARNERS.get("finetune").obj.declared() == {"retain": "examples"}
     model = unlearn("finetune", digits, digits_tensors, trained_digits, reads={"retain"}, epochs=2)
     after = class_forget_accuracies(model, digits, digits_tensors, 3)
     assert after["retain"] > 0.95   # more of the original recipe on retain data does not break the model
@@ -105,7 +105,7 @@ def test_salun_updates_only_the_salient_weights(weight_decay, digits, digits_ten
     mask = saliency_mask(trained_digits, data.forget(), 0.3, ctx.device)
     n_total = sum(m.numel() for m in mask.values())
     assert abs(sum(int(m.sum()) for m in mask.values()) - 0.3 * n_total) <= 1
-    model = UNLEARNERS.create("salun", threshold=0.3, lr=0.003).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    model = UNLEARNERS.create("salun", threshold=0.3, lr=0.003).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     changed = 0
     for (name, p), q in zip(model.named_parameters(), trained_digits.parameters()):
         assert torch.equal(p[~mask[name]], q[~mask[name]]), name

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from palimpsest.core.errors import ConfigError, SpecError
 from palimpsest.forget import ForgetRequest, LeakageError, UnlearnContext, UnlearningData, resolve
-from palimpsest.forget.fisher import diagonal_fisher
+from palimpsest.train.importance import diagonal_fisher
 from palimpsest.forget.iau import IAU, gradient_restriction_loss
 from palimpsest.forget.sisa import SISA, SISAEnsemble, slice_epochs, train_sisa
 from palimpsest.forget.ssd import CACHE_KEY, SSD, cache_key, full_data_importance
@@ -86,7 +86,7 @@ def test_ssd_dampens_only_selected_parameters_and_never_increases_them(dampening
     forget_importance = diagonal_fisher(trained_digits, x[forget], y[forget], 64)
     before = _params(trained_digits)
     ssd = SSD(dampening=dampening, target_forget_accuracy=None)  # the paper's fixed alpha
-    out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx).model
     n_selected, n_kept = 0, 0
     for name, p in out.named_parameters():
         chosen = forget_importance[name] > 10 * full[name]
@@ -102,7 +102,7 @@ def test_ssd_dampens_only_selected_parameters_and_never_increases_them(dampening
 
 def test_ssd_with_infinite_alpha_leaves_the_model_unchanged(digits, digits_tensors, trained_digits):
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
-    out = SSD(alpha=float("inf"), target_forget_accuracy=None).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = SSD(alpha=float("inf"), target_forget_accuracy=None).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     for p, q in zip(out.parameters(), trained_digits.parameters()):
         assert torch.equal(p, q)
 
@@ -111,13 +111,13 @@ def test_ssd_forgets_the_class_and_keeps_the_others(digits, digits_tensors, trai
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
     before = class_forget_accuracies(trained_digits, digits, digits_tensors, 3)
     for ssd in (SSD(), SSD(target_forget_accuracy=None)):  # the default alpha search; the paper's alpha = 10
-        out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+        out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx).model
         after = class_forget_accuracies(out, digits, digits_tensors, 3)
         assert before["forget"] > 0.95 and after["forget"] <= 0.05 and after["test_forget_class"] <= 0.05
         assert after["test_other"] >= before["test_other"] - 0.06
     assert SSD().search_target(data) == 0.01 and SSD(target_forget_accuracy=None).search_target(data) is None
     # a larger alpha dampens fewer parameters and keeps the other classes better
-    gentle = SSD(alpha=20, target_forget_accuracy=None).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    gentle = SSD(alpha=20, target_forget_accuracy=None).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     assert class_forget_accuracies(gentle, digits, digits_tensors, 3)["test_other"] >= after["test_other"]
 
 
@@ -125,11 +125,11 @@ def test_ssd_searches_alpha_only_for_whole_classes(digits, digits_tensors, train
     request = ForgetRequest(kind="random", fraction=0.1)
     _, data, ctx = unlearning_setup(digits, digits_tensors, request, SSD.reads)
     ssd = SSD()
-    ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    ssd.unlearn(copy.deepcopy(trained_digits), data, ctx).model
     assert ssd.last_report["searched"] == [] and ssd.last_report["alpha"] == 10.0
     assert ssd.last_report["target_forget_accuracy"] is None
     forced = SSD(target_forget_accuracy=0.5)
-    forced.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    forced.unlearn(copy.deepcopy(trained_digits), data, ctx).model
     assert forced.last_report["searched"] and forced.last_report["target_forget_accuracy"] == 0.5
     with pytest.raises(SpecError, match="target_forget_accuracy"):
         SSD(target_forget_accuracy=1.5)
@@ -139,14 +139,14 @@ def test_ssd_alpha_search_keeps_the_weakest_dampening_that_reaches_the_target(di
                                                                               trained_digits):
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
     ssd = SSD(search_alpha=80, target_forget_accuracy=0.05)
-    out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx).model
     tried = ssd.last_report["searched"]
     assert [t["alpha"] for t in tried] == [80 / 2 ** k for k in range(len(tried))] and len(tried) > 1
     assert all(t["forget_accuracy"] > 0.05 for t in tried[:-1]) and tried[-1]["forget_accuracy"] <= 0.05
     assert class_forget_accuracies(out, digits, digits_tensors, 3)["forget"] <= 0.05
     # the same as plain SSD with the alpha it settled on (earlier tries are fully undone)
     used = ssd.last_report["alpha"]
-    plain = SSD(alpha=used, dampening=min(1.0, used)).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    plain = SSD(alpha=used, dampening=min(1.0, used)).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     for p, q in zip(out.parameters(), plain.parameters()):
         assert torch.equal(p, q)
 
@@ -155,13 +155,13 @@ def test_ssd_with_cached_importance_never_reads_the_training_set(digits, digits_
     x, y = digits_tensors[0], digits_tensors[1]
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, {"forget"})
     with pytest.raises(LeakageError):  # the guard is live: without the cache SSD must read train
-        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx).model
     ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y)
     ssd = SSD()
-    cached = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    cached = ssd.unlearn(copy.deepcopy(trained_digits), data, ctx).model
     assert ssd.last_report["used_cached_full_importance"]
     _, full_data, full_ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SSD.reads)
-    uncached = SSD().unlearn(copy.deepcopy(trained_digits), full_data, full_ctx)
+    uncached = SSD().unlearn(copy.deepcopy(trained_digits), full_data, full_ctx).model
     for p, q in zip(cached.parameters(), uncached.parameters()):
         assert torch.equal(p, q)
 
@@ -171,17 +171,17 @@ def test_ssd_rejects_a_cache_measured_differently(digits, digits_tensors, traine
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, {"forget"})
     ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y, batch_size=32)
     with pytest.raises(ConfigError, match="batch_size"):
-        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx).model
     ctx.cache[CACHE_KEY] = full_data_importance(trained_digits, x, y, order="by_class")
     with pytest.raises(ConfigError, match="order"):
-        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx).model
     ctx.cache[CACHE_KEY] = dict(full_data_importance(trained_digits, x, y, batch_size=32).values)
     with pytest.raises(ConfigError, match="does not say how it was measured"):
-        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx).model
     del ctx.cache[CACHE_KEY]
     ctx.cache[cache_key("batch", 64, "stored")] = {"head.weight": torch.zeros(3)}
     with pytest.raises(ConfigError, match="does not belong to this model"):
-        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx)
+        SSD().unlearn(copy.deepcopy(trained_digits), data, ctx).model
 
 
 def test_ssd_artifacts_are_kept_per_setting(digits, digits_tensors, trained_digits):
@@ -193,7 +193,7 @@ def test_ssd_artifacts_are_kept_per_setting(digits, digits_tensors, trained_digi
     assert len(ctx.cache) == 3
     for settings in ({}, {"batch_size": 32}, {"full_data_order": "by_class"}):
         ssd = SSD(**settings)
-        ssd.unlearn(copy.deepcopy(trained_digits), data, ctx)  # reads only the forget set
+        ssd.unlearn(copy.deepcopy(trained_digits), data, ctx).model  # reads only the forget set
         assert ssd.last_report["used_cached_full_importance"]
 
 
@@ -202,12 +202,12 @@ def test_ssd_artifacts_are_kept_per_setting(digits, digits_tensors, trained_digi
 def test_iau_lowers_forget_accuracy_and_keeps_test_accuracy(digits, digits_tensors, trained_digits):
     _, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, IAU.reads)
     before = class_forget_accuracies(trained_digits, digits, digits_tensors, 3)
-    out = IAU(lr=1e-2, steps=3).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = IAU(lr=1e-2, steps=3).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     after = class_forget_accuracies(out, digits, digits_tensors, 3)
     assert after["forget"] <= before["forget"] - 0.5
     assert after["test_other"] >= before["test_other"] - 0.05
     # without the retain-set correction (pure ascent) the same step forgets less selectively
-    ascent = IAU(lr=1e-2, steps=3, retain_weight=0).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    ascent = IAU(lr=1e-2, steps=3, retain_weight=0).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     assert class_forget_accuracies(ascent, digits, digits_tensors, 3)["retain"] < after["retain"]
 
 
@@ -218,7 +218,7 @@ def test_iau_step_is_descent_on_retain_and_ascent_on_forget(digits, digits_tenso
     model = copy.deepcopy(trained_digits)
     loss = F.cross_entropy(model(x[r]), y[r]) - F.cross_entropy(model(x[f]), y[f])
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    out = IAU(optimizer="sgd", lr=0.5).unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = IAU(optimizer="sgd", lr=0.5).unlearn(copy.deepcopy(trained_digits), data, ctx).model
     for p, q, g in zip(out.parameters(), trained_digits.parameters(), grads):
         torch.testing.assert_close(p, q - 0.5 * g, rtol=1e-4, atol=1e-6)
 
@@ -281,7 +281,7 @@ def test_sisa_deletion_retrains_only_affected_shards_and_is_exact(sisa_digits, d
     split = resolve(request, digits.y_train, digits.n_classes)
     data = UnlearningData(x, y, split, SISA.reads, digits.n_classes)
     sisa = SISA()
-    out = sisa.unlearn(ensemble, data, UnlearnContext(SMALL, make_model(digits), seed=0))
+    out = sisa.unlearn(ensemble, data, UnlearnContext(SMALL, make_model(digits), seed=0)).model
     assert out is ensemble and sisa.last_report["shards_retrained"] == [1]
     assert sisa.last_report["slice_steps_retrained"] == 2  # slices 1 and 2 of shard 1, not slice 0
     for k in (0, 2):
@@ -295,7 +295,7 @@ def test_sisa_deletion_retrains_only_affected_shards_and_is_exact(sisa_digits, d
     for key, value in out.constituents[1].state_dict().items():
         assert torch.equal(value, scratch.constituents[1].state_dict()[key])
     # deleting the same points again is a no-op
-    again = sisa.unlearn(out, data, UnlearnContext(SMALL, make_model(digits), seed=0))
+    again = sisa.unlearn(out, data, UnlearnContext(SMALL, make_model(digits), seed=0)).model
     assert sisa.last_report["examples_deleted"] == 0 and sisa.last_report["shards_retrained"] == []
     assert again is out
 
@@ -303,13 +303,13 @@ def test_sisa_deletion_retrains_only_affected_shards_and_is_exact(sisa_digits, d
 def test_sisa_on_a_plain_model_builds_an_ensemble_without_the_forget_set(digits, digits_tensors, trained_digits):
     split, data, ctx = unlearning_setup(digits, digits_tensors, CLASS_3, SISA.reads)
     sisa = SISA(shards=2, slices=2)
-    out = sisa.unlearn(copy.deepcopy(trained_digits), data, ctx)
+    out = sisa.unlearn(copy.deepcopy(trained_digits), data, ctx).model
     assert isinstance(out, SISAEnsemble) and sisa.last_report["built"]
     held = np.concatenate([s for shard in out.partition for s in shard])
     assert np.array_equal(np.sort(held), split.retain)
     assert class_forget_accuracies(out, digits, digits_tensors, 3)["forget"] == 0.0
     with pytest.raises(ConfigError, match="train_sisa"):
-        SISA(build_if_plain=False).unlearn(copy.deepcopy(trained_digits), data, ctx)
+        SISA(build_if_plain=False).unlearn(copy.deepcopy(trained_digits), data, ctx).model
 
 
 def test_sisa_deletion_is_exact_with_dropout(digits, digits_tensors):
@@ -326,7 +326,7 @@ def test_sisa_deletion_is_exact_with_dropout(digits, digits_tensors):
     doomed = ensemble.partition[0][1][:4]
     split = resolve(ForgetRequest(kind="indices", indices=doomed.tolist()), digits.y_train, digits.n_classes)
     out = SISA().unlearn(ensemble, UnlearningData(x, y, split, SISA.reads, digits.n_classes),
-                         UnlearnContext(small, make, seed=0))
+                         UnlearnContext(small, make, seed=0)).model
     reduced = [[np.setdiff1d(s, doomed) for s in shard] for shard in out.partition]
     scratch = train_sisa(make, x, y, training=small, seed=0, partition=reduced)
     for key, value in out.constituents[0].state_dict().items():

@@ -76,20 +76,31 @@ def test_bad_settings_give_the_clear_error(name):
             STRATEGIES.create(name, **{field: object()})
 
 
+def assert_same_state(a, b, path="state"):
+    """Nested states (dicts, lists, tensors, scalars) equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {sorted(a)} vs {sorted(b)}"
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}.{i}")
+    else:
+        assert a == b, path
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_state_round_trips(name, digits, tmp_path):
     stream = class_incremental(digits, 5)
-    strategy, _, _ = fit(name, stream, steps=2)
+    strategy, _, ctx = fit(name, stream, steps=2)
     save_state(tmp_path / "s.safetensors", strategy.state_dict())
     fresh = STRATEGIES.create(name, **strategy.settings())
+    fresh.setup(ctx)
     fresh.load_state_dict(load_state(tmp_path / "s.safetensors"))
-    a, b = strategy.state_dict(), fresh.state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key])
-        else:
-            assert a[key] == b[key]
+    assert_same_state(strategy.state_dict(), fresh.state_dict())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -15,7 +15,6 @@ from palimpsest.data.scenarios import Experience
 from palimpsest.evaluate import evaluate_stream
 from palimpsest.learn import Batch, TrainContext, TrainingConfig, make_optimizer, train_step
 from palimpsest.learn.strategy import Strategy
-from palimpsest.learn.trainer import task_ids_of
 from palimpsest.models import MASKED_LOGIT, Classifier, create_model
 
 from .test_conformance import fit
@@ -39,12 +38,12 @@ def learn(ctx, strategy, steps):
 
 
 def first_batch(exp, n=64):
-    return Batch(exp.inputs[:n], exp.targets[:n], task_ids_of(exp)[:n])
+    return Batch(inputs=exp.inputs[:n], targets=exp.targets[:n], task_ids=exp.task_ids[:n])
 
 
 def shared_labels(stream):
     """Task-IL with the labels 0 and 1 in every task (heads that share class ids need task ids)."""
-    relabel = lambda e: Experience(e.inputs, e.targets - e.classes[0], e.task_id, (0, 1), e.indices, e.split)
+    relabel = lambda e: Experience.from_tensors(e.inputs, e.targets - e.classes[0], e.task_id, (0, 1), e.indices, e.split)
     return dataclasses.replace(stream, train=tuple(map(relabel, stream.train)), test=tuple(map(relabel, stream.test)),
                                n_classes=2)
 
@@ -152,13 +151,14 @@ def test_icarl_distils_old_classes_and_trains_on_exemplars(digits):
     data = strategy.training_data(ctx, exp)
     assert len(data) == len(exp) + 40 and set(data.targets[len(exp):].tolist()) == {0, 1}
     # binary cross-entropy over the 4 seen classes; old classes' targets are the snapshot's sigmoids
-    batch = Batch(data.inputs[-50:], data.targets[-50:], task_ids_of(data)[-50:])
-    logits = ctx.forward(batch)
+    batch = Batch(inputs=data.inputs[-50:], targets=data.targets[-50:], task_ids=data.task_ids[-50:])
+    output = ctx.output(batch)
+    logits = output.logits
     with torch.no_grad():
-        old = torch.sigmoid(strategy.snapshot(batch.inputs))
+        old = torch.sigmoid(strategy.snapshot.model(batch.inputs))
     targets = torch.cat([old[:, :2], torch.nn.functional.one_hot(batch.targets, 10)[:, 2:4].float()], 1)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :4], targets)
-    assert torch.allclose(strategy.batch_loss(ctx, batch, logits), expected)
+    assert torch.allclose(strategy.batch_loss(ctx, batch, output, {"incoming": batch.rows}), expected)
 
 
 def test_icarl_beats_naive_in_class_il(digits):
@@ -183,7 +183,8 @@ def test_gdumb_trains_on_its_memory_only(digits):
     # replace every example the memory did not keep by noise: the trained model does not change
     noisy = exp.inputs.clone()
     noisy[~in_memory] = torch.randn_like(noisy[~in_memory]) * 5
-    other = dataclasses.replace(stream, train=(Experience(noisy, exp.targets, exp.task_id, exp.classes, exp.indices),
+    other = dataclasses.replace(stream, train=(Experience.from_tensors(noisy, exp.targets, exp.task_id, exp.classes,
+                                                                       exp.indices),
                                                *stream.train[1:]))
     strategy2, model2, ctx2 = start("gdumb", other, settings={"memory_size": 30}, epochs=3)
     learn(ctx2, strategy2, [0])
@@ -213,10 +214,10 @@ def test_gdumb_memory_is_balanced_over_classes_and_domains(digits):
     stream = domain_incremental(digits, 3)
     strategy, _, ctx = fit("gdumb", stream, settings={"memory_size": 60})
     memory = strategy.training_data(ctx, stream.train[-1])
-    assert torch.bincount(task_ids_of(memory), minlength=3).tolist() == [60, 0, 0]   # the paper's sampler
+    assert torch.bincount(memory.task_ids, minlength=3).tolist() == [60, 0, 0]   # the paper's sampler
     strategy, _, ctx = fit("gdumb", stream, settings={"memory_size": 60, "balance": "task_class"})
     memory = strategy.training_data(ctx, stream.train[-1])
-    assert torch.bincount(task_ids_of(memory), minlength=3).tolist() == [20, 20, 20]
+    assert torch.bincount(memory.task_ids, minlength=3).tolist() == [20, 20, 20]
     assert torch.bincount(memory.targets, minlength=10).tolist() == [6] * 10
     assert np.all(memory.indices == -1)
 

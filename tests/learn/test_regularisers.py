@@ -16,7 +16,8 @@ from palimpsest.data import domain_incremental, task_incremental
 from palimpsest.evaluate import evaluate_stream
 from palimpsest.learn import Batch, TrainContext, TrainingConfig, make_optimizer, train_step
 from palimpsest.learn.ewc import fisher_diagonal
-from palimpsest.learn.regularizer import QuadraticPenalty, per_example_importance
+from palimpsest.learn.components import QuadraticPenalty
+from palimpsest.train.importance import per_example_importance
 from palimpsest.models import create_model
 from palimpsest.run.checkpoint import load_state, save_state
 
@@ -174,17 +175,18 @@ def test_si_path_integral_is_minus_task_gradient_times_the_actual_step(digits_st
     exp = digits_stream.train[1]
     ctx.model.observe_classes(exp.classes)
     si.before_experience(ctx, exp)
-    batch = Batch(exp.inputs[:32], exp.targets[:32], torch.full((32,), 1))
+    batch = Batch(inputs=exp.inputs[:32], targets=exp.targets[:32], task_ids=torch.full((32,), 1))
+    values = {"incoming": 32}
     with torch.no_grad():   # move away from the anchor so the penalty's gradient is not 0
         for p in ctx.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     loss = torch.nn.functional.cross_entropy(ctx.forward(batch), batch.targets)
     task_grads = torch.autograd.grad(loss, list(ctx.model.parameters()))
     ctx.optimizer.zero_grad(set_to_none=True)
-    si.batch_loss(ctx, batch, ctx.forward(batch)).backward()
-    si.before_step(ctx, batch)
+    si.batch_loss(ctx, batch, ctx.output(batch), values).backward()
+    si.before_step(ctx, batch, values)
     ctx.optimizer.step()
-    si.after_step(ctx, batch)
+    si.after_step(ctx, batch, values)
     # The step used task gradient + penalty gradient; omega = -g_task * delta.
     for (name, p), g in zip(ctx.model.named_parameters(), task_grads):
         step = p.detach() - si._prev[name]

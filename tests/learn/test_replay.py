@@ -14,6 +14,7 @@ import palimpsest.learn.er_ace  # noqa: F401
 from palimpsest.core.registry import STRATEGIES
 from palimpsest.data import class_incremental, online, task_incremental
 from palimpsest.evaluate import evaluate_stream
+from palimpsest.models.adapters import ModelOutput
 from palimpsest.learn import Batch, TrainContext, TrainingConfig, make_optimizer, train_step
 from palimpsest.models import create_model
 from palimpsest.run.checkpoint import load_state, save_state
@@ -38,7 +39,12 @@ def train(strategy, ctx, steps):
 
 
 def first_batch(exp, n=32):
-    return Batch(exp.inputs[:n], exp.targets[:n], torch.full((n,), exp.task_id, dtype=torch.long))
+    return Batch(inputs=exp.inputs[:n], targets=exp.targets[:n], task_ids=torch.full((n,), exp.task_id, dtype=torch.long))
+
+
+def values_for(batch):
+    """The per-step values the loop starts a mini-batch with."""
+    return {"incoming": batch.rows}
 
 
 @pytest.mark.parametrize("policy", ["reservoir", "class_balanced"])
@@ -64,11 +70,13 @@ def test_agem_memory_gets_an_equal_share_of_each_finished_experience(digits_stre
 def test_er_trains_on_replayed_examples(digits_stream):
     strategy, _, ctx = fit("er", digits_stream, steps=1)
     incoming = first_batch(digits_stream.train[1])
-    batch = strategy.prepare_batch(ctx, incoming)
+    values = values_for(incoming)
+    batch = strategy.prepare_batch(ctx, incoming, values)
     assert len(batch.targets) == 64 and torch.equal(batch.inputs[:32], incoming.inputs)
     assert set(batch.targets[32:].tolist()) <= {0, 1}    # the replayed half comes from experience 0
-    logits = ctx.forward(batch)
-    loss = strategy.batch_loss(ctx, batch, logits)
+    output = ctx.output(batch)
+    logits = output.logits
+    loss = strategy.batch_loss(ctx, batch, output, values)
     assert torch.allclose(loss, F.cross_entropy(logits, batch.targets))     # one joint cross-entropy
     assert not torch.allclose(loss, F.cross_entropy(logits[:32], incoming.targets))
 
@@ -78,7 +86,7 @@ def test_er_with_an_empty_buffer_or_no_replay_is_naive(digits_stream):
     ctx = context(digits_stream)
     strategy.setup(ctx)
     incoming = first_batch(digits_stream.train[0])
-    assert strategy.prepare_batch(ctx, incoming) is incoming   # nothing stored yet: the batch as it is
+    assert strategy.prepare_batch(ctx, incoming, values_for(incoming)) is incoming   # nothing stored yet: as it is
     _, er_model, _ = fit("er", digits_stream, settings={"replay_batch_size": 0}, steps=3)
     _, naive_model, _ = fit("naive", digits_stream, steps=3)
     for p, q in zip(er_model.parameters(), naive_model.parameters()):
@@ -94,12 +102,12 @@ class InsertionProbe:
         self.prepare, self.after = strategy.prepare_batch, strategy.after_step
         strategy.prepare_batch, strategy.after_step = self.prepare_batch, self.after_step
 
-    def prepare_batch(self, ctx, batch):
+    def prepare_batch(self, ctx, batch, values):
         self.snapshot, self.incoming, self.size = copy.deepcopy(ctx.model), batch, len(self.strategy.buffer)
-        return self.prepare(ctx, batch)
+        return self.prepare(ctx, batch, values)
 
-    def after_step(self, ctx, batch):
-        self.after(ctx, batch)
+    def after_step(self, ctx, batch, values):
+        self.after(ctx, batch, values)
         stored = self.strategy.buffer.data["logits"][self.size:len(self.strategy.buffer)]
         x = self.incoming.inputs
         with torch.no_grad():
@@ -131,14 +139,18 @@ def test_der_loss_ignores_masked_logits(digits_stream):
     # raw outputs are stored, so classes not yet seen hold real numbers, not MASKED_LOGIT
     assert torch.isfinite(stored).all() and stored.abs().max() < 100
     ctx.model.observe_classes(digits_stream.train[1].classes)
-    batch = strategy.prepare_batch(ctx, first_batch(digits_stream.train[1]))
-    loss = strategy.batch_loss(ctx, batch, ctx.forward(batch)).detach()
+    incoming = first_batch(digits_stream.train[1])
+    values = values_for(incoming)
+    batch = strategy.prepare_batch(ctx, incoming, values)
+    loss = strategy.batch_loss(ctx, batch, ctx.output(batch), values).detach()
     assert 0 < float(loss) < 20        # the matching term over classes 0..3 stays on the scale of CE
     # and the matching term does act: a large alpha raises the loss
     big = STRATEGIES.create("der", alpha=100.0)
+    big.setup(ctx)
     big.load_state_dict(strategy.state_dict())
-    batch = big.prepare_batch(ctx, first_batch(digits_stream.train[1]))
-    assert float(big.batch_loss(ctx, batch, ctx.forward(batch)).detach()) > float(loss)
+    values = values_for(incoming)
+    batch = big.prepare_batch(ctx, incoming, values)
+    assert float(big.batch_loss(ctx, batch, ctx.output(batch), values).detach()) > float(loss)
 
 
 def test_er_ace_masks_the_incoming_loss_to_current_classes(digits_stream):
@@ -147,9 +159,11 @@ def test_er_ace_masks_the_incoming_loss_to_current_classes(digits_stream):
         strategy, _, ctx = fit(name, digits_stream, steps=1)
         ctx.model.observe_classes(digits_stream.train[1].classes)
         strategy.before_experience(ctx, digits_stream.train[1])
-        batch = strategy.prepare_batch(ctx, first_batch(digits_stream.train[1]))
+        incoming = first_batch(digits_stream.train[1])
+        values = values_for(incoming)
+        batch = strategy.prepare_batch(ctx, incoming, values)
         logits = ctx.forward(batch).detach().requires_grad_()
-        strategy.batch_loss(ctx, batch, logits).backward()
+        strategy.batch_loss(ctx, batch, ModelOutput(logits), values).backward()
         grads[name] = logits.grad
     old = [0, 1]
     assert grads["er_ace"][:32, old].abs().max() == 0        # incoming rows leave old classes alone
@@ -160,21 +174,22 @@ def test_er_ace_masks_the_incoming_loss_to_current_classes(digits_stream):
 def test_agem_projection_never_opposes_the_reference_gradient(digits_stream):
     strategy = STRATEGIES.create("agem", replay_batch_size=64)
     seen = {"steps": 0, "dots": []}
-    sample, before = strategy.sample_replay, strategy.before_step
+    sample, before = strategy.buffer.sample, strategy.before_step
 
-    def recording_sample(ctx, n):
-        seen["memory"] = sample(ctx, n)
+    def recording_sample(n):
+        seen["memory"] = sample(n)
         return seen["memory"]
 
-    def checked_before_step(ctx, batch):
+    def checked_before_step(ctx, batch, values):
         seen["memory"] = {}
         params = list(ctx.model.parameters())
         incoming = [p.grad.clone() for p in params]
-        before(ctx, batch)
+        before(ctx, batch, values)
         if not seen["memory"]:
             return
         m = seen["memory"]
-        loss = F.cross_entropy(ctx.forward(Batch(m["inputs"], m["targets"], m["task_ids"])), m["targets"])
+        loss = F.cross_entropy(ctx.forward(Batch(inputs=m["inputs"], targets=m["targets"], task_ids=m["task_ids"])),
+                               m["targets"])
         ref = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
         g = torch.cat([p.grad.flatten() for p in params])
         g0 = torch.cat([x.flatten() for x in incoming])
@@ -184,9 +199,13 @@ def test_agem_projection_never_opposes_the_reference_gradient(digits_stream):
         seen["dots"].append(float(g0 @ ref))
         seen["steps"] += 1
 
-    strategy.sample_replay, strategy.before_step = recording_sample, checked_before_step
+    strategy.before_step = checked_before_step
     ctx = context(digits_stream)
-    train(strategy, ctx, [0, 1, 2])
+    strategy.setup(ctx)
+    strategy.buffer.sample = recording_sample   # after setup, which rebuilds the buffer from the seed
+    for k in [0, 1, 2]:
+        ctx.step = k
+        train_step(ctx, strategy, ctx.stream.train[k])
     assert seen["steps"] == sum(-(-len(digits_stream.train[k]) // 32) for k in (1, 2))  # none during exp 0
     conflicts = sum(d < 0 for d in seen["dots"])
     assert conflicts > 0 and int(strategy.projected_steps) == conflicts

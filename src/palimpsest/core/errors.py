@@ -33,6 +33,10 @@ class DataError(PalimpsestError, ValueError):
     """Missing or malformed data files."""
 
 
+class LeakageError(PalimpsestError, PermissionError):
+    """A method read data it did not declare (a split it may not see, labels it may not use)."""
+
+
 class SpecError(PalimpsestError, ValueError):
     """An experiment spec with one or more bad fields; every problem is listed at once."""
 

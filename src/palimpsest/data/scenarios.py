@@ -6,6 +6,8 @@ experiences come back (uniform or power-law frequencies).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -16,32 +18,135 @@ import torch
 from ..core.errors import ConfigError
 from ..core.seeding import derive_seed
 from .base import ArrayDataset
+from .batch import INPUT_KEYS, TARGET_KEYS, Batch
 
 SCENARIO_KINDS = ("class", "task", "domain")
 
 
 @dataclass(frozen=True, eq=False)
-class Experience:
-    """One step of a stream. Immutable: a strategy never changes an experience's data.
+class TensorSource:
+    """The tensors experiences index into: named fields with one row per example (e.g. a dataset
+    split's `inputs` and `targets`, or `input_ids` and `labels`). Shared, never copied per
+    experience, and read-only by convention."""
 
-    `indices` point into the dataset split the examples came from (`split`), so a stored model
-    can say exactly which examples trained it. `task_id` identifies the experience; in
-    class-incremental evaluation the model is not given it.
+    fields: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        lengths = {k: len(v) for k, v in self.fields.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError("the fields of a data source differ in length", expected="one row per example in each",
+                              got=lengths)
+        for t in self.fields.values():
+            t.requires_grad_(False)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values()))) if self.fields else 0
+
+
+def _first_field(fields: dict, keys: tuple[str, ...], what: str) -> str:
+    for key in keys:
+        if key in fields:
+            return key
+    raise KeyError(f"this experience has no {what} field (it has {', '.join(fields)})")
+
+
+@dataclass(frozen=True, eq=False)
+class Experience:
+    """One step of a stream: rows of a `TensorSource`. Immutable: a strategy never changes an
+    experience's data, and the data are not copied (a class-incremental stream's experiences all
+    index the same split tensors).
+
+    `rows` are positions in the source; `indices` point into the dataset split the examples came
+    from (`split`), so a stored model can say exactly which examples trained it (-1 for examples
+    that are not in a split, e.g. a replay memory). `task_id` identifies the experience; every
+    example also carries its own task id (`task_ids`, the same for all unless the experience is a
+    union of several). In class-incremental evaluation the model is not given task ids.
     """
 
-    inputs: torch.Tensor
-    targets: torch.Tensor
+    source: TensorSource
+    rows: torch.Tensor
     task_id: int
     classes: tuple[int, ...]
     indices: np.ndarray
     split: str = "train"
+    example_tasks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        self.inputs.requires_grad_(False)
         self.indices.setflags(write=False)
+        if len(self.rows) != len(self.indices):
+            raise ConfigError("an experience needs one dataset index per row", expected=f"{len(self.rows)} indices",
+                              got=len(self.indices))
+
+    @classmethod
+    def from_tensors(cls, inputs: torch.Tensor, targets: torch.Tensor, task_id: int, classes: tuple[int, ...],
+                     indices: np.ndarray, split: str = "train", task_ids: torch.Tensor | None = None,
+                     **fields: torch.Tensor) -> Experience:
+        """An experience over its own tensors (a replay memory, a transformed copy, a test case)."""
+        source = TensorSource({"inputs": inputs, "targets": targets, **fields})
+        return cls(source, torch.arange(len(targets)), task_id, tuple(classes), np.asarray(indices), split, task_ids)
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self.rows)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.source.fields)
+
+    def field(self, name: str, positions=None) -> torch.Tensor:
+        """Field `name` of this experience's rows (or of the rows at `positions` among them)."""
+        rows = self.rows if positions is None else self.rows[positions]
+        return self.source.fields[name][rows]
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.field(_first_field(self.source.fields, INPUT_KEYS, "inputs"))
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.field(_first_field(self.source.fields, TARGET_KEYS, "targets"))
+
+    @property
+    def task_ids(self) -> torch.Tensor:
+        """The task id of every example (int64)."""
+        if self.example_tasks is not None:
+            return self.example_tasks
+        return torch.full((len(self),), self.task_id, dtype=torch.long)
+
+    def batch(self, positions: torch.Tensor, device: torch.device | str | None = None,
+              task_ids: torch.Tensor | None = None) -> Batch:
+        """The examples at `positions` (among this experience's rows) as a Batch on `device`, with
+        their task ids (pass `task_ids` = self.task_ids once to avoid rebuilding it per batch)."""
+        rows = self.rows[positions]
+        batch = {k: v[rows] for k, v in self.source.fields.items()}
+        batch["task_ids"] = (self.task_ids if task_ids is None else task_ids)[positions]
+        if device is not None:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return Batch(batch)
+
+    def subset(self, positions: np.ndarray, split: str | None = None) -> Experience:
+        """The rows at `positions` (among this experience's rows), in that order."""
+        pos = torch.as_tensor(positions, dtype=torch.long)
+        tasks = self.example_tasks[pos] if self.example_tasks is not None else None
+        return Experience(self.source, self.rows[pos], self.task_id, self.classes, self.indices[np.asarray(positions)],
+                          split or self.split, tasks)
+
+
+def merge(experiences: list[Experience]) -> Experience:
+    """The union of several experiences, rows in order (cumulative and joint training). Experiences
+    over one source stay views of it; otherwise their fields are concatenated into a new source.
+    Each example keeps its own task id; the union's `task_id` is the last experience's."""
+    if len(experiences) == 1:
+        return experiences[0]
+    classes = tuple(sorted({c for e in experiences for c in e.classes}))
+    task_ids = torch.cat([e.task_ids for e in experiences])
+    indices = np.concatenate([e.indices for e in experiences])
+    last = experiences[-1]
+    if all(e.source is last.source for e in experiences):
+        return Experience(last.source, torch.cat([e.rows for e in experiences]), last.task_id, classes, indices,
+                          last.split, task_ids)
+    names = [k for k in last.fields if all(k in e.fields for e in experiences)]
+    source = TensorSource({k: torch.cat([e.field(k) for e in experiences]) for k in names})
+    return Experience(source, torch.arange(len(task_ids)), last.task_id, classes, indices, last.split, task_ids)
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +180,17 @@ class Stream:
     @property
     def learned_task(self) -> list[int]:
         return [e.task_id for e in self.train]
+
+    def digest(self) -> str:
+        """Identifies the stream's content: its description and, for every training and test
+        experience, the dataset indices and split it holds (16 hex digits). Runs on the same stream
+        share one stored copy of its indices."""
+        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode())
+        for group in (self.train, self.test, self.valid or ()):
+            for e in group:
+                h.update(f"{e.split}:{e.task_id}:".encode())
+                h.update(np.ascontiguousarray(e.indices, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         return {"name": self.name, "scenario": self.scenario, "n_classes": self.n_classes,
@@ -142,9 +258,7 @@ def _carve_validation(exp: Experience, fraction: float, seed: int) -> tuple[Expe
     perm = rng.permutation(len(exp))
     n_val = int(round(fraction * len(exp)))
     val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    pick = lambda idx, split: Experience(exp.inputs[idx], exp.targets[idx], exp.task_id, exp.classes,  # noqa: E731
-                                         exp.indices[idx], split)
-    return pick(tr_idx, "train"), pick(val_idx, "valid")
+    return exp.subset(tr_idx, "train"), exp.subset(val_idx, "valid")
 
 
 def _with_validation(train: list[Experience], fraction: float, seed: int):
@@ -165,11 +279,12 @@ def class_incremental(data: ArrayDataset, n_experiences: int, class_order: Seque
     groups = split_classes(order, n_experiences, first_experience_classes)
 
     def build(x: np.ndarray, y: np.ndarray, split: str) -> list[Experience]:
+        source = TensorSource({"inputs": _tensor(x), "targets": torch.from_numpy(y.astype(np.int64))})
         out = []
         for t, classes in enumerate(groups):
             idx = np.flatnonzero(np.isin(y, classes))
-            out.append(Experience(_tensor(x[idx]), torch.from_numpy(y[idx].astype(np.int64)), t,
-                                  tuple(int(c) for c in classes), idx, split))
+            out.append(Experience(source, torch.from_numpy(idx.astype(np.int64)), t, tuple(int(c) for c in classes),
+                                  idx, split))
         return out
 
     train, valid = _with_validation(build(data.x_train, data.y_train, "train"), validation_fraction, seed)
@@ -223,8 +338,8 @@ def domain_incremental(data: ArrayDataset, n_experiences: int, transform: str = 
             deg = max_degrees * t / n_experiences
             f = lambda x, a=deg: _rotate(x, a)  # noqa: E731
             params.append({"degrees": deg})
-        train.append(Experience(f(xtr), ytr, t, classes, np.arange(len(ytr)), "train"))
-        test.append(Experience(f(xte), yte, t, classes, np.arange(len(yte)), "test"))
+        train.append(Experience.from_tensors(f(xtr), ytr, t, classes, np.arange(len(ytr)), "train"))
+        test.append(Experience.from_tensors(f(xte), yte, t, classes, np.arange(len(yte)), "test"))
     train_t, valid = _with_validation(train, validation_fraction, seed)
     return Stream(f"{transform}_{data.name}", "domain", train_t, tuple(test), valid, data.n_classes,
                   classes, data.input_shape, info={"dataset": data.name, "domains": params})

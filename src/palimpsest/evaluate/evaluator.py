@@ -47,8 +47,9 @@ def evaluate_stream(model: torch.nn.Module, stream: Stream, batch_size: int = 20
     class_preds, task_preds, targets, test_task = [], [], [], []
     for exp in stream.test:
         classes = torch.tensor(exp.classes, device=device)
+        name = "inputs" if "inputs" in exp.fields else exp.fields[0]
         for i in range(0, len(exp), batch_size):
-            x = exp.inputs[i:i + batch_size].to(device)
+            x = exp.field(name, slice(i, i + batch_size)).to(device)
             task_ids = torch.full((len(x),), exp.task_id, dtype=torch.long, device=device)
             logits = model(x, task_ids if needs_ids else None)
             if needs_ids:

@@ -18,6 +18,11 @@ from torch.nn import functional as F
 
 from ..core.errors import ConfigError
 from ..core.seeding import derive_seed
+from ..data.batch import Batch
+from ..train.config import TrainingConfig
+from ..train.loop import LossHooks, run_loop
+
+RECIPE = TrainingConfig()  # the loop's plain defaults: fp32, no accumulation, clipping or schedule
 
 
 @dataclass
@@ -123,6 +128,7 @@ def relearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
         control_x, control_y = control_x.to(device), torch.as_tensor(control_y, dtype=torch.long).to(device)
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=lr, momentum=momentum)
     accuracy, control, losses = [], [], []
+    batch = Batch(inputs=x, targets=y)
 
     def evaluate() -> None:
         was = student.training
@@ -132,16 +138,18 @@ def relearn(model: torch.nn.Module, forget_x: torch.Tensor, forget_y: torch.Tens
             control.append(_accuracy(student, control_x, control_y, eval_batch_size))
         student.train(was)
 
+    def loss(b, values):
+        values["loss"] = F.cross_entropy(student(b["inputs"]), b["targets"])
+        return values["loss"]
+
+    def after_step(b, values):
+        losses.append(float(values["loss"].detach()))
+        evaluate()
+
     evaluate()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("relearn_dropout", seed))
-        for _ in range(steps):
-            loss = F.cross_entropy(student(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            evaluate()
+        run_loop(LossHooks(loss, after_step=after_step), opt, (batch for _ in range(steps)), RECIPE, device)
     return RelearnCurve(np.asarray(accuracy), np.asarray(control), np.asarray(losses), chosen, chosen_retain,
                         float(lr), int(steps))
 

@@ -1,60 +1,105 @@
 """The Unlearner protocol and the guarded data it is handed.
 
-An unlearner declares the splits it reads (`reads`, a subset of forget / retain / train). It is
-handed an `UnlearningData` that serves only those; touching any other raises LeakageError, so a
-method that claims not to need the retain set provably did not use it.
+An unlearner declares what it reads of each split (`reads`): forget / retain / train, each at a
+level — "indices" (which examples, nothing about them), "labels" (indices and labels),
+"inputs" (indices and inputs, no labels) or "examples" (everything). It is handed an
+`UnlearningData` that serves only those; touching any other split or field raises LeakageError, so
+a method that claims not to need the retain set, or a forget set's contents, provably did not use
+them.
+
+`unlearn(model, data, ctx)` returns `Unlearned(model, report)`: the model (possibly the same object,
+modified) and a report of what the method did (SSD's alpha, SISA's retrained shards, the loop's
+steps), which the ledger keeps. Methods that optimise subclass `LossUnlearner`: a loss over a
+(forget batch, retain batch) pair and the frozen original model (`ctx.original`), driven by the one
+loop (train/loop.py).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..core.config import Settings, validate
-from ..core.errors import PalimpsestError
-from ..learn.config import TrainingConfig
+from ..core.errors import ConfigError, LeakageError, PalimpsestError
+from ..data.batch import Batch
+from ..train.config import TrainingConfig, build_optimizer
+from ..train.loop import StepHooks, run_loop
+from ..train.snapshot import frozen_copy
 from .request import ForgetSplit
 
 SPLITS = ("forget", "retain", "train")
+LEVELS = ("indices", "labels", "inputs", "examples")
+_FIELDS = {"indices": {"indices"}, "labels": {"indices", "targets"}, "inputs": {"indices", "inputs"},
+           "examples": {"indices", "inputs", "targets"}}
 
 
-class LeakageError(PalimpsestError, PermissionError):
-    """An unlearner read a split it did not declare."""
+def declared_reads(reads) -> dict[str, str]:
+    """{split: level} from a declaration: a mapping, or a set of split names (= "examples")."""
+    out = dict(reads) if isinstance(reads, dict) else {name: "examples" for name in reads}
+    bad = {k: v for k, v in out.items() if k not in SPLITS or v not in LEVELS}
+    if bad:
+        raise PalimpsestError("bad read declaration", expected=f"splits among {SPLITS} at levels among {LEVELS}",
+                              got=bad, fix="declare e.g. reads = {'forget': 'examples', 'retain': 'indices'}")
+    return out
 
 
-@dataclass(frozen=True)
 class Split:
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    indices: torch.Tensor
+    """Rows of the training set: `indices` (into it), `inputs` and `targets`, each served only when
+    the split's declared level allows it."""
+
+    def __init__(self, name: str, level: str, inputs: torch.Tensor, targets: torch.Tensor,
+                 indices: torch.Tensor) -> None:
+        self.name, self.level = name, level
+        self._inputs, self._targets, self.indices = inputs, targets, indices
+
+    def _guard(self, what: str):
+        if what not in _FIELDS[self.level]:
+            raise LeakageError(f"this unlearner read the {what} of the {self.name} set, which it declared at "
+                               f"level {self.level!r}", expected=f"only {sorted(_FIELDS[self.level])}", got=what,
+                               fix=f"declare reads['{self.name}'] = 'examples' (or the level that covers {what})")
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        self._guard("inputs")
+        return self._inputs
+
+    @property
+    def targets(self) -> torch.Tensor:
+        self._guard("targets")
+        return self._targets
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self.indices)
+
+    def batch(self, positions: torch.Tensor, device=None) -> Batch:
+        """The examples at `positions` of this split as a Batch (inputs and targets, as allowed)."""
+        out = Batch(inputs=self.inputs[positions], targets=self.targets[positions])
+        return out.to(device) if device is not None else out
 
 
 class UnlearningData:
-    """Training data split by a forget request; serves only the splits in `allowed`."""
+    """Training data split by a forget request; serves only the declared splits and fields."""
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, split: ForgetSplit, allowed,
                  n_classes: int) -> None:
-        unknown = set(allowed) - set(SPLITS)
-        if unknown:
-            raise PalimpsestError("unknown split names", expected=" / ".join(SPLITS), got=sorted(unknown))
         self._inputs, self._targets, self._split = inputs, targets, split
-        self.allowed = frozenset(allowed)
+        self.reads = declared_reads(allowed)
+        self.allowed = frozenset(self.reads)
         self.n_classes = n_classes
         self.forget_classes = split.forget_classes
         self.n_forget, self.n_retain = len(split.forget), len(split.retain)
 
     def _get(self, name: str, indices) -> Split:
-        if name not in self.allowed:
+        if name not in self.reads:
             raise LeakageError(f"this unlearner read the {name} set, which it did not declare",
                                expected=f"reads only {sorted(self.allowed)}", got=name,
                                fix=f"add {name!r} to the unlearner's `reads` if the method needs it")
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return Split(self._inputs[idx], self._targets[idx], idx)
+        return Split(name, self.reads[name], self._inputs[idx], self._targets[idx], idx)
 
     def forget(self) -> Split:
         return self._get("forget", self._split.forget)
@@ -63,35 +108,53 @@ class UnlearningData:
         return self._get("retain", self._split.retain)
 
     def train(self) -> Split:
-        import numpy as np
         return self._get("train", np.arange(len(self._targets)))
 
 
 @dataclass
 class UnlearnContext:
     """What an unlearner may use besides data: the original training recipe (to retrain or
-    fine-tune), a factory for a freshly initialised model, the device and a seed."""
+    fine-tune), a factory for a freshly initialised model, the device, a seed, artefacts kept with
+    the model by its owner (e.g. SSD's full-data importance) and the frozen original model (the
+    model as it was before this request: SCRUB's teacher). Left None, `original` is made on first
+    use from the model handed to `unlearn`."""
 
     training: TrainingConfig
     make_model: Callable[[], nn.Module]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
-    # Artefacts kept with the model by its owner, e.g. the full-data Fisher for SSD (see forget/ssd.py).
     cache: dict[str, Any] = field(default_factory=dict)
+    original: nn.Module | None = None
+
+
+class Unlearned(NamedTuple):
+    """What `unlearn` returns: the model after forgetting and a report the ledger keeps."""
+
+    model: nn.Module
+    report: dict
 
 
 class Unlearner:
-    """Base class: `unlearn(model, data, ctx) -> model` (may modify `model` in place and return it)."""
+    """Base class: `unlearn(model, data, ctx) -> Unlearned(model, report)`; `model` may be modified
+    in place and returned."""
 
     name: ClassVar[str] = "unlearner"
     Config: ClassVar[type[Settings]] = Settings
-    reads: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[dict[str, str] | frozenset[str]] = frozenset()
     exact: ClassVar[bool] = False
+    # Settings under which the method takes no step and must return the model unchanged (checked by
+    # the conformance suite); None for methods without such a setting (exact ones rebuild the model).
+    zero_steps: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, **settings: Any) -> None:
         self.config = validate(self.Config, settings, f"unlearner {self.name!r}")
 
-    def unlearn(self, model: nn.Module, data: UnlearningData, ctx: UnlearnContext) -> nn.Module:
+    @classmethod
+    def declared(cls) -> dict[str, str]:
+        """{split: level} this method reads."""
+        return declared_reads(cls.reads)
+
+    def unlearn(self, model: nn.Module, data: UnlearningData, ctx: UnlearnContext) -> Unlearned:
         raise NotImplementedError
 
     def artifacts(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -105,3 +168,83 @@ class Unlearner:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"
+
+
+@dataclass
+class Pair:
+    """One step's data of a loss unlearner: a forget batch, a retain batch, either may be None."""
+
+    forget: Batch | None = None
+    retain: Batch | None = None
+
+
+class LossUnlearner(Unlearner):
+    """An unlearner that is a loss over (forget batch, retain batch, original model), optimised by
+    the one loop. Subclasses give `steps` (the pairs, from seeded samplers) and `loss`; `optimizer`
+    defaults to the original recipe's kind at the setting `lr`; `before_step` / `after_step` are the
+    loop's gradient and post-step hooks (e.g. masks)."""
+
+    train_mode: ClassVar[bool] = True  # model.train() while optimising (IAU takes its gradients in eval mode)
+
+    def steps(self, data: UnlearningData, ctx: UnlearnContext, model: nn.Module) -> Iterator[Pair]:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, pair: Pair, ctx: UnlearnContext, values: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def optimizer(self, model: nn.Module, ctx: UnlearnContext) -> torch.optim.Optimizer:
+        lr = getattr(self.config, "lr", None)
+        return build_optimizer(model.parameters(), ctx.training.model_copy(update={"lr": lr} if lr else {}))
+
+    def before_step(self, model: nn.Module, pair: Pair, values: dict) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, pair: Pair, values: dict) -> None:
+        pass
+
+    def prepare(self, model: nn.Module, data: UnlearningData, ctx: UnlearnContext) -> dict:
+        """Work before the first step (e.g. a saliency mask); returns report entries."""
+        return {}
+
+    def unlearn(self, model, data, ctx):
+        model.to(ctx.device)
+        report = dict(self.prepare(model, data, ctx))
+        opt = self.optimizer(model, ctx)
+        unlearner = self
+
+        class Hooks(StepHooks):
+            def to_device(self, pair):
+                return Pair(*(b.to(ctx.device) if b is not None else None for b in (pair.forget, pair.retain)))
+
+            def prepare(self, pair, values):
+                return self.to_device(pair)
+
+            def loss(self, pair, values):
+                return unlearner.loss(model, pair, ctx, values)
+
+            def before_step(self, pair, values):
+                unlearner.before_step(model, pair, values)
+
+            def after_step(self, pair, values):
+                unlearner.after_step(model, pair, values)
+
+        model.train(self.train_mode)
+        stats = run_loop(Hooks(), opt, self.steps(data, ctx, model), ctx.training, ctx.device)
+        report.update(steps=stats.n_steps, mean_loss=stats.mean_loss, finite=stats.finite)
+        return Unlearned(model.eval(), report)
+
+
+def original_of(model: nn.Module, ctx: UnlearnContext) -> nn.Module:
+    """The frozen model before unlearning: `ctx.original`, or a frozen copy of `model` kept there."""
+    if ctx.original is None:
+        ctx.original = frozen_copy(model)
+    return ctx.original
+
+
+def require_positive_size(n: int, what: str) -> None:
+    if n <= 0:
+        raise ConfigError(f"the {what} is empty", expected=f"at least one example in the {what}", got=n)
+
+
+__all__ = ["LEVELS", "LeakageError", "LossUnlearner", "Pair", "SPLITS", "Split", "UnlearnContext", "Unlearned",
+           "Unlearner", "UnlearningData", "declared_reads", "original_of"]

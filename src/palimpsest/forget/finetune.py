@@ -12,7 +12,7 @@ from pydantic import Field
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
 from ..learn.trainer import fit
-from .base import Unlearner
+from .base import Unlearned, Unlearner
 from .common import recipe_with
 
 
@@ -22,16 +22,19 @@ class Finetune(Unlearner):
     retain set only."""
 
     name = "finetune"
-    reads = frozenset({"retain"})
+    reads = {"retain": "examples"}
+    zero_steps = {"epochs": 0}
 
     class Config(Settings):
-        epochs: int = Field(1, ge=1, description="passes over the retain set")
+        epochs: int = Field(1, ge=0, description="passes over the retain set")
         lr: float | None = Field(None, gt=0, description="learning rate; None: the original recipe's")
         batch_size: int | None = Field(None, ge=1, description="batch size; None: the original recipe's")
 
     def unlearn(self, model, data, ctx):
         c = self.config
         retain = data.retain()
+        if c.epochs == 0:
+            return Unlearned(model.eval(), {"steps": 0})
         training = recipe_with(ctx.training, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size)
-        fit(model, retain.inputs, retain.targets, training, ctx.seed, ctx.device, stage="finetune")
-        return model.eval()
+        stats = fit(model, retain.inputs, retain.targets, training, ctx.seed, ctx.device, stage="finetune")
+        return Unlearned(model.eval(), {"steps": stats.n_batches, "mean_loss": stats.mean_loss, "finite": stats.finite})

@@ -15,32 +15,30 @@ from pydantic import Field
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
 from ..core.seeding import generator
-from .base import Unlearner
-from .common import batch_loss, optimizer_for, paired_batches
+from ..train.batching import paired_batches
+from .base import LossUnlearner, Pair
+from .common import cross_entropy
 
 
 @UNLEARNERS.register("gradient_ascent", summary="ascend the cross-entropy of the forget set")
-class GradientAscent(Unlearner):
+class GradientAscent(LossUnlearner):
     """Maximise the forget set's cross-entropy (Thudi et al. 2022; NegGrad in Golatkar et al. 2020)."""
 
     name = "gradient_ascent"
-    reads = frozenset({"forget"})
+    reads = {"forget": "examples"}
+    zero_steps = {"epochs": 0}
 
     class Config(Settings):
-        epochs: int = Field(1, ge=1, description="passes over the forget set")
+        epochs: int = Field(1, ge=0, description="passes over the forget set")
         lr: float = Field(5e-4, gt=0, description="learning rate of the ascent (the recipe's optimizer kind)")
         batch_size: int | None = Field(None, ge=1, description="batch size; None: the original recipe's")
 
-    def unlearn(self, model, data, ctx):
+    def steps(self, data, ctx, model):
         c = self.config
         forget = data.forget()
-        opt = optimizer_for(model, ctx.training, c.lr)
-        gen = generator(ctx.seed, self.name)
         batch = c.batch_size or ctx.training.batch_size
-        model.train()
-        for f_idx, _ in paired_batches(len(forget), None, batch, batch, c.epochs, gen):
-            loss = -batch_loss(model, forget.inputs, forget.targets, f_idx, ctx.device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return model.eval()
+        for f_idx, _ in paired_batches(len(forget), None, batch, batch, c.epochs, generator(ctx.seed, self.name)):
+            yield Pair(forget.batch(f_idx))
+
+    def loss(self, model, pair, ctx, values):
+        return -cross_entropy(model, pair.forget)

@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
 from ..core.seeding import generator
-from .base import Unlearner
+from .base import LossUnlearner, Pair
 
 
 def mean_loss_gradient(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, params: list[torch.Tensor],
@@ -87,48 +87,58 @@ def train_with_gradient_restriction(model: nn.Module, inputs: torch.Tensor, targ
 
 @UNLEARNERS.register("iau", summary="one gradient step ascending the forget loss and descending the retain loss "
                                     "(Influence Approximation Unlearning)")
-class IAU(Unlearner):
-    """Influence Approximation Unlearning (Liu et al., 2025): see the module docstring."""
+class IAU(LossUnlearner):
+    """Influence Approximation Unlearning (Liu et al., 2025): see the module docstring. Each loop
+    step's gradient is the whole-set update (computed in `loss`, which returns the linear surrogate
+    sum_p <p, update_p>, whose gradient is exactly the update)."""
 
     name = "iau"
-    reads = frozenset({"forget", "retain"})
+    reads = {"forget": "examples", "retain": "examples"}
+    zero_steps = {"steps": 0}
+    train_mode = False  # gradients in eval mode (BatchNorm's running statistics, no dropout)
 
     class Config(Settings):
         lr: float = Field(1e-3, gt=0, description="step size (the authors: Adam, 1e-3)")
         optimizer: Literal["adam", "sgd"] = Field("adam", description="'adam' as the authors' code; 'sgd': "
                                                                       "theta <- theta - lr * gradient")
-        steps: int = Field(1, ge=1, description="update steps; each recomputes both gradients (the authors: 1)")
+        steps: int = Field(1, ge=0, description="update steps; each recomputes both gradients (the authors: 1)")
         retain_weight: float = Field(1.0, ge=0, description="weight of the retain-set gradient correction "
                                                             "(0: pure ascent on the forget set)")
         retain_subset: int | None = Field(None, ge=1, description="use this many random retain examples for the "
                                                                   "correction; None: all (the authors)")
         batch_size: int = Field(1024, ge=1, description="chunk size of the gradient accumulation (memory only)")
 
-    def unlearn(self, model, data, ctx):
+    def optimizer(self, model, ctx):
+        params = [p for p in model.parameters() if p.requires_grad]
         c = self.config
-        model.to(ctx.device)
-        forget = data.forget()
+        return torch.optim.Adam(params, lr=c.lr) if c.optimizer == "adam" else torch.optim.SGD(params, lr=c.lr)
+
+    def prepare(self, model, data, ctx):
+        c = self.config
+        self._forget = data.forget()
         retain = data.retain() if c.retain_weight > 0 else None
         if retain is not None and c.retain_subset is not None and c.retain_subset < len(retain):
             pick = torch.randperm(len(retain), generator=generator(ctx.seed, self.name, "retain"))[:c.retain_subset]
-            retain_x, retain_y = retain.inputs[pick], retain.targets[pick]
+            self._retain = (retain.inputs[pick], retain.targets[pick])
         elif retain is not None:
-            retain_x, retain_y = retain.inputs, retain.targets
+            self._retain = (retain.inputs, retain.targets)
+        else:
+            self._retain = None
+        return {}
+
+    def steps(self, data, ctx, model):
+        for _ in range(self.config.steps):
+            yield Pair()
+
+    def loss(self, model, pair, ctx, values):
+        c = self.config
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = (torch.optim.Adam(params, lr=c.lr) if c.optimizer == "adam" else torch.optim.SGD(params, lr=c.lr))
-        model.eval()
-        for _ in range(c.steps):
-            update = [-g for g in mean_loss_gradient(model, forget.inputs, forget.targets, params, c.batch_size,
-                                                     ctx.device)]
-            if retain is not None:
-                correction = mean_loss_gradient(model, retain_x, retain_y, params, c.batch_size, ctx.device)
-                update = [u + c.retain_weight * r for u, r in zip(update, correction)]
-            for p, u in zip(params, update):
-                p.grad = u
-            opt.step()
-        for p in params:
-            p.grad = None
-        return model.eval()
+        update = [-g for g in mean_loss_gradient(model, self._forget.inputs, self._forget.targets, params, c.batch_size,
+                                                 ctx.device)]
+        if self._retain is not None:
+            correction = mean_loss_gradient(model, *self._retain, params, c.batch_size, ctx.device)
+            update = [u + c.retain_weight * r for u, r in zip(update, correction)]
+        return sum((p * u).sum() for p, u in zip(params, update))
 
 
 __all__ = ["IAU", "gradient_restriction_loss", "mean_loss_gradient", "train_with_gradient_restriction"]

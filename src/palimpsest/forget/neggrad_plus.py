@@ -19,35 +19,34 @@ from pydantic import Field
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
 from ..core.seeding import generator
-from .base import Unlearner
-from .common import batch_loss, optimizer_for, paired_batches
+from ..train.batching import paired_batches
+from .base import LossUnlearner, Pair
+from .common import cross_entropy
 
 
 @UNLEARNERS.register("neggrad_plus", summary="NegGrad+: alpha * CE(retain) - (1 - alpha) * CE(forget)")
-class NegGradPlus(Unlearner):
+class NegGradPlus(LossUnlearner):
     """Kurmanji et al. (NeurIPS 2023)'s NegGrad+: descend the retain loss and ascend the forget loss."""
 
     name = "neggrad_plus"
-    reads = frozenset({"forget", "retain"})
+    reads = {"forget": "examples", "retain": "examples"}
+    zero_steps = {"epochs": 0}
 
     class Config(Settings):
         alpha: float = Field(0.95, ge=0, le=1, description="weight of the retain loss; 1 - alpha weighs the "
                              "ascended forget loss")
-        epochs: int = Field(1, ge=1, description="passes over the forget set (each batch paired with a retain batch)")
+        epochs: int = Field(1, ge=0, description="passes over the forget set (each batch paired with a retain batch)")
         lr: float = Field(0.01, gt=0, description="learning rate (the recipe's optimizer kind)")
         batch_size: int | None = Field(None, ge=1, description="batch size of each split; None: the original recipe's")
 
-    def unlearn(self, model, data, ctx):
+    def steps(self, data, ctx, model):
         c = self.config
         forget, retain = data.forget(), data.retain()
-        opt = optimizer_for(model, ctx.training, c.lr)
-        gen = generator(ctx.seed, self.name)
         batch = c.batch_size or ctx.training.batch_size
-        model.train()
+        gen = generator(ctx.seed, self.name)
         for f_idx, r_idx in paired_batches(len(forget), len(retain), batch, batch, c.epochs, gen):
-            loss = (c.alpha * batch_loss(model, retain.inputs, retain.targets, r_idx, ctx.device)
-                    - (1 - c.alpha) * batch_loss(model, forget.inputs, forget.targets, f_idx, ctx.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return model.eval()
+            yield Pair(forget.batch(f_idx), retain.batch(r_idx))
+
+    def loss(self, model, pair, ctx, values):
+        c = self.config
+        return c.alpha * cross_entropy(model, pair.retain) - (1 - c.alpha) * cross_entropy(model, pair.forget)

@@ -16,27 +16,22 @@ from pydantic import Field
 
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
-from .base import Unlearner
-from .common import relabel_finetune
+from .common import RelabelFinetune
 
 
 @UNLEARNERS.register("random_labels", summary="fine-tune on the forget set with random wrong labels (+ retain)")
-class RandomLabels(Unlearner):
+class RandomLabels(RelabelFinetune):
     """Graves et al. (AAAI 2021): fine-tune on the forget set relabelled at random, with retain batches."""
 
     name = "random_labels"
-    reads = frozenset({"forget", "retain"})
+    reads = {"forget": "examples", "retain": "examples"}
+    zero_steps = {"epochs": 0}
 
     class Config(Settings):
-        epochs: int = Field(2, ge=1, description="passes over the forget set")
+        epochs: int = Field(2, ge=0, description="passes over the forget set")
         lr: float = Field(0.01, gt=0, description="learning rate (the recipe's optimizer kind)")
         batch_size: int | None = Field(None, ge=1, description="batch size of each split; None: the original recipe's")
         retain_ratio: float | None = Field(1.0, ge=0, description="retain examples (true labels) joined to each "
                                            "forget example in a step (an epoch = a pass over the forget set); "
                                            "None: SalUn's loader, the shuffled union of both sets in batches "
                                            "(an epoch = a pass over the union); 0: the forget set only")
-
-    def unlearn(self, model, data, ctx):
-        c = self.config
-        return relabel_finetune(model, data, ctx, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                                retain_ratio=c.retain_ratio, stage=self.name)

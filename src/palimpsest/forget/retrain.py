@@ -1,7 +1,7 @@
 from ..core.registry import UNLEARNERS
 from ..core.seeding import derive_seed
 from ..learn.trainer import fit
-from .base import Unlearner
+from .base import Unlearned, Unlearner
 
 
 @UNLEARNERS.register("retrain", summary="exact: a fresh model trained on the retain set with the original recipe")
@@ -10,7 +10,7 @@ class Retrain(Unlearner):
     some) trained on the retain set with the original recipe. It is also the audits' reference."""
 
     name = "retrain"
-    reads = frozenset({"retain"})
+    reads = {"retain": "examples"}
     exact = True
 
     def unlearn(self, model, data, ctx):
@@ -19,5 +19,5 @@ class Retrain(Unlearner):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(ctx.seed, "retrain"))
             fresh = ctx.make_model().to(ctx.device)
-        fit(fresh, retain.inputs, retain.targets, ctx.training, ctx.seed, ctx.device, stage="retrain")
-        return fresh.eval()
+        stats = fit(fresh, retain.inputs, retain.targets, ctx.training, ctx.seed, ctx.device, stage="retrain")
+        return Unlearned(fresh.eval(), {"steps": stats.n_batches, "mean_loss": stats.mean_loss})

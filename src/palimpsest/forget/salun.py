@@ -25,8 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.registry import UNLEARNERS
-from .base import Split, Unlearner
-from .common import relabel_finetune
+from .base import Split
 from .random_labels import RandomLabels
 
 
@@ -54,19 +53,16 @@ def saliency_mask(model: nn.Module, forget: Split, threshold: float, device, bat
 
 
 @UNLEARNERS.register("salun", summary="SalUn: random-label unlearning restricted to salient weights")
-class SalUn(Unlearner):
+class SalUn(RandomLabels):
     """Fan et al. (ICLR 2024): random-label fine-tuning (+ retain) that only updates the weights whose
     forget-loss gradient magnitude is in the top `threshold` fraction."""
 
     name = "salun"
-    reads = frozenset({"forget", "retain"})
+    reads = {"forget": "examples", "retain": "examples"}
 
     class Config(RandomLabels.Config):  # random labels' settings, plus the saliency threshold
         threshold: float = Field(0.5, gt=0, le=1, description="fraction of all weight entries that may change "
                                  "(the largest forget-loss gradient magnitudes)")
 
-    def unlearn(self, model, data, ctx):
-        c = self.config
-        mask = saliency_mask(model, data.forget(), c.threshold, ctx.device, ctx.training.eval_batch_size)
-        return relabel_finetune(model, data, ctx, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                                retain_ratio=c.retain_ratio, stage=self.name, mask=mask)
+    def mask(self, model, data, ctx):
+        return saliency_mask(model, data.forget(), self.config.threshold, ctx.device, ctx.training.eval_batch_size)

@@ -22,29 +22,28 @@ batches of 128 the same run diverged and with 512 it forgot too little.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from pydantic import Field
 
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
 from ..core.seeding import generator
-from ..learn.lwf import softened_kl
-from .base import Unlearner
-from .common import optimizer_for
+from ..train.losses import softened_kl
+from .base import LossUnlearner, Pair, original_of
 
 
 @UNLEARNERS.register("scrub", summary="SCRUB: max KL to the original model on forget, min KL + CE on retain")
-class Scrub(Unlearner):
+class Scrub(LossUnlearner):
     """Kurmanji et al. (NeurIPS 2023): student-teacher unlearning by alternating max-steps on the
-    forget set and min-steps on the retain set."""
+    forget set and min-steps on the retain set. The teacher is the frozen original model
+    (`ctx.original`)."""
 
     name = "scrub"
-    reads = frozenset({"forget", "retain"})
+    reads = {"forget": "examples", "retain": "examples"}
+    zero_steps = {"epochs": 0}
 
     class Config(Settings):
-        epochs: int = Field(3, ge=1, description="epochs; each ends with a min-step pass over the retain set")
+        epochs: int = Field(3, ge=0, description="epochs; each ends with a min-step pass over the retain set")
         msteps: int = Field(2, ge=0, description="the first msteps epochs start with a max-step pass over the forget set")
         temperature: float = Field(4.0, gt=0, description="softmax temperature of the KL terms (the paper's kd_T)")
         alpha: float = Field(0.001, ge=0, description="weight of KL(teacher || student) in the min-steps")
@@ -56,41 +55,34 @@ class Scrub(Unlearner):
         retain_batches: int | None = Field(100, ge=1, description="retain batches per min-step pass; None: the whole "
                                            "retain set (the paper)")
 
-    def unlearn(self, model, data, ctx):
+    def prepare(self, model, data, ctx):
+        self._teacher = original_of(model, ctx)
+        return {}
+
+    def steps(self, data, ctx, model):
         c = self.config
         forget, retain = data.forget(), data.retain()
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        opt = optimizer_for(model, ctx.training, c.lr)
         gen = generator(ctx.seed, self.name)
-        t2 = c.temperature ** 2
         batch = c.batch_size or ctx.training.batch_size
         forget_batch = c.forget_batch_size or ctx.training.batch_size
-
-        def step(split, idx, maximise: bool) -> None:
-            x = split.inputs[idx].to(ctx.device, non_blocking=True)
-            logits = model(x)
-            with torch.no_grad():
-                target = teacher(x)
-            kl = softened_kl(logits, target, c.temperature) * t2
-            if maximise:
-                loss = -kl
-            else:
-                y = split.targets[idx].to(ctx.device, non_blocking=True)
-                loss = c.alpha * kl + c.gamma * torch.nn.functional.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        model.train()
         for epoch in range(c.epochs):
             if epoch < c.msteps:
                 order = torch.randperm(len(forget), generator=gen)
                 for start in range(0, len(forget), forget_batch):
-                    step(forget, order[start:start + forget_batch], maximise=True)
+                    yield Pair(forget=forget.batch(order[start:start + forget_batch]))
             order = torch.randperm(len(retain), generator=gen)
             n_batches = -(-len(retain) // batch)
             for b in range(min(n_batches, c.retain_batches or n_batches)):
-                step(retain, order[b * batch:(b + 1) * batch], maximise=False)
-        return model.eval()
+                yield Pair(retain=retain.batch(order[b * batch:(b + 1) * batch]))
+
+    def loss(self, model, pair, ctx, values):
+        c = self.config
+        maximise = pair.forget is not None
+        data = pair.forget if maximise else pair.retain
+        logits = model(data["inputs"])
+        with torch.no_grad():
+            target = self._teacher(data["inputs"])
+        kl = softened_kl(logits, target, c.temperature) * c.temperature ** 2
+        if maximise:
+            return -kl
+        return c.alpha * kl + c.gamma * torch.nn.functional.cross_entropy(logits, data["targets"])

@@ -50,7 +50,7 @@ from ..core.errors import ConfigError
 from ..core.registry import UNLEARNERS
 from ..core.seeding import derive_seed
 from ..learn.trainer import fit
-from .base import Unlearner
+from .base import Unlearned, Unlearner
 
 Aggregation = Literal["vote", "mean_softmax"]
 
@@ -223,7 +223,7 @@ def train_sisa(make_model: Callable[[], nn.Module], inputs: torch.Tensor, target
     `inputs`/`targets` are training rows; `indices` their global training indices (default
     0..n-1), and `n_train` the size of the whole training set (default max index + 1). The partition
     is drawn from `seed` unless given explicitly (a list per shard of index arrays per slice)."""
-    from ..learn.config import TrainingConfig
+    from ..train.config import TrainingConfig
     training = training or TrainingConfig()
     indices = np.arange(len(targets)) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(indices) != len(targets):
@@ -255,7 +255,7 @@ class SISA(Unlearner):
     """Exact SISA unlearning (Bourtoule et al., IEEE S&P 2021): see the module docstring."""
 
     name = "sisa"
-    reads = frozenset({"forget", "retain"})
+    reads = {"forget": "indices", "retain": "examples"}
     exact = True
 
     class Config(Settings):
@@ -288,7 +288,7 @@ class SISA(Unlearner):
                                 "slice_steps_retrained": ensemble.shards * ensemble.slices,
                                 "slice_steps_total": ensemble.shards * ensemble.slices,
                                 "seconds": time.perf_counter() - start}
-            return ensemble
+            return Unlearned(ensemble, dict(self.last_report))
         if model.n_train != n_train:
             raise ConfigError("this SISA ensemble was trained on a different training set",
                               expected=f"a training set of {model.n_train} examples", got=n_train,
@@ -297,7 +297,7 @@ class SISA(Unlearner):
             model.aggregation = c.aggregation
         report = model.delete(forget_indices, _Rows(retain.inputs, retain.targets, retain.indices.numpy()), ctx.device)
         self.last_report = {"built": False, **report}
-        return model.eval()
+        return Unlearned(model.eval(), dict(self.last_report))
 
 
 def require_ensemble(model: nn.Module) -> SISAEnsemble:

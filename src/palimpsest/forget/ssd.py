@@ -68,8 +68,8 @@ from ..core.config import Settings
 from ..core.errors import ConfigError
 from ..core.registry import UNLEARNERS
 from ..core.seeding import generator
-from .base import Unlearner
-from .fisher import DiagonalFisher, diagonal_fisher
+from .base import Unlearned, Unlearner
+from ..train.importance import DiagonalFisher, diagonal_fisher
 
 CACHE_KEY = "fisher_train"
 AUTO_TARGET = 0.01  # "auto": a model retrained without a class never predicts it
@@ -121,7 +121,8 @@ class SSD(Unlearner):
     training set only when the full-data importance is not cached in `ctx.cache["fisher_train"]`."""
 
     name = "ssd"
-    reads = frozenset({"forget", "train"})
+    reads = {"forget": "examples", "train": "examples"}
+    zero_steps = {"alpha": float("inf"), "target_forget_accuracy": None}
 
     class Config(Settings):
         alpha: float = Field(10.0, gt=0, description="selection: dampen parameters with I_f > alpha * I_D "
@@ -222,7 +223,7 @@ class SSD(Unlearner):
                             "used_cached_full_importance": used_cache, "full_importance_seconds": full_seconds,
                             "forget_importance_seconds": forget_seconds,
                             "seconds": time.perf_counter() - start}
-        return model.eval()
+        return Unlearned(model.eval(), dict(self.last_report))
 
     def search_target(self, data) -> float | None:
         """The forget accuracy the alpha search aims at for this request, or None for the fixed alpha."""

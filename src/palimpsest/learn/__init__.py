@@ -1,9 +1,16 @@
 """Continual-learning strategies. Importing this package registers every built-in strategy."""
 from . import (agem, cumulative, der, er, er_ace, ewc, from_scratch, gdumb, icarl, joint, l2, lwf, mas,  # noqa: F401
                naive, si)
-from .config import TrainingConfig, make_optimizer
-from .strategy import Batch, Strategy, TrainContext
-from .trainer import StepStats, fit, merge, shuffled_batches, train_step
+from ..data.batch import Batch
+from ..data.scenarios import merge
+from ..train.batching import shuffled_batches
+from ..train.config import TrainingConfig, build_optimizer
+from .components import Component, NamedTensors, QuadraticPenalty, ReplayMemory, Snapshot
+from .strategy import Composite, Strategy, TrainContext
+from .trainer import StepStats, fit, train_step
 
-__all__ = ["TrainingConfig", "make_optimizer", "Batch", "Strategy", "TrainContext", "StepStats", "fit", "merge", "shuffled_batches",
-           "train_step"]
+make_optimizer = build_optimizer  # the name older code uses
+
+__all__ = ["TrainingConfig", "build_optimizer", "make_optimizer", "Batch", "Component", "Composite", "NamedTensors",
+           "QuadraticPenalty", "ReplayMemory", "Snapshot", "Strategy", "TrainContext", "StepStats", "fit", "merge",
+           "shuffled_batches", "train_step"]

@@ -22,9 +22,8 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from ..core.registry import STRATEGIES
-from .replay import ReplaySettings, ReplayStrategy, as_batch
-from .strategy import Batch
-from .trainer import task_ids_of
+from .components import as_batch
+from .replay import ReplaySettings, ReplayStrategy
 
 
 class AGEMConfig(ReplaySettings):
@@ -49,8 +48,8 @@ class AGEM(ReplayStrategy):
         super().setup(ctx)
         self.projected_steps = torch.zeros((), dtype=torch.long, device=ctx.device)
 
-    def before_step(self, ctx, batch):
-        memory = self.sample_replay(ctx, self.replay_size(batch))
+    def before_step(self, ctx, batch, values):
+        memory = self.buffer.sample(self.replay_size(values))
         if not memory:
             return
         params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
@@ -74,12 +73,11 @@ class AGEM(ReplayStrategy):
         order = torch.randperm(len(exp), generator=self.buffer.generator)
         if self.config.buffer_policy == "reservoir":
             order = order[:max(1, self.config.buffer_size // len(ctx.stream.train))]
-        chosen = Batch(exp.inputs[order], exp.targets[order], task_ids_of(exp)[order])
-        self.remember(ctx, Batch(*(t.to(ctx.device) for t in chosen)))
+        self.buffer.add(exp.batch(order, ctx.device))
 
-    def state_dict(self):
-        return {**super().state_dict(), "projected_steps": self.projected_steps}
+    def extra_state(self):
+        return {"projected_steps": self.projected_steps}
 
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.projected_steps = state["projected_steps"].clone()
+    def load_extra_state(self, state):
+        if "projected_steps" in state:
+            self.projected_steps = state["projected_steps"].clone()

@@ -27,8 +27,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.registry import STRATEGIES
+from ..data.batch import Batch
 from ..models.heads import MASKED_LOGIT
-from .replay import ReplaySettings, ReplayStrategy, as_batch, cat_batches, head
+from .components import as_batch
+from .replay import ReplaySettings, ReplayStrategy
 
 
 class DERConfig(ReplaySettings):
@@ -60,48 +62,38 @@ class DER(ReplayStrategy):
         single = getattr(model, "head_kind", None) == "single" and isinstance(getattr(model, "head", None), nn.Linear)
         return model.head if single else None
 
-    def _capture(self, module, inputs, output) -> None:
-        self._raw_logits = output
-
-    def __init__(self, **settings):
-        super().__init__(**settings)
-        self._hook = None
-
-    def prepare_batch(self, ctx, batch):
-        if self._hook is not None:  # left over from a step that raised before its loss
-            self._hook.remove()
+    def prepare_batch(self, ctx, batch, values):
         head_layer = self._raw_head(ctx)
-        self._raw_logits = None
-        self._hook = head_layer.register_forward_hook(self._capture) if head_layer is not None else None
-        n = self.replay_size(batch)
-        self._incoming = len(batch.targets)
-        matched = self.sample_replay(ctx, n)
-        self._stored_logits = matched.get("logits")
-        self._n_matched = len(matched["targets"]) if matched else 0
+        if head_layer is not None:
+            # the head's raw outputs of this step's forward pass, captured while it runs (removed in batch_loss)
+            values["der_hook"] = head_layer.register_forward_hook(
+                lambda module, inputs, output: values.__setitem__("der_raw_logits", output))
+        n = self.replay_size(values)
+        matched = self.buffer.sample(n)
+        values["der_stored_logits"] = matched.get("logits")
+        values["der_matched"] = len(matched["targets"]) if matched else 0
         parts = [batch, as_batch(matched)] if matched else [batch]
         if self.beta > 0 and matched:
-            parts.append(as_batch(self.sample_replay(ctx, n)))
-        return cat_batches(*parts) if len(parts) > 1 else batch
+            parts.append(as_batch(self.buffer.sample(n)))
+        return Batch.cat(*parts) if len(parts) > 1 else batch
 
-    def batch_loss(self, ctx, batch, logits):
-        n, k = self._incoming, self._n_matched
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+    def batch_loss(self, ctx, batch, output, values):
+        n, k, logits = values["incoming"], values["der_matched"], output.logits
+        hook = values.pop("der_hook", None)
+        if hook is not None:
+            hook.remove()
         # What the buffer stores for the incoming examples: this step's logits, before the update.
-        raw = self._raw_logits if self._raw_logits is not None else logits
-        self._incoming_logits = raw[:n].detach()
-        self._raw_logits = None
-        loss = F.cross_entropy(logits[:n], batch.targets[:n])
+        raw = values.pop("der_raw_logits", None)
+        values["der_incoming_logits"] = (raw if raw is not None else logits)[:n].detach()
+        loss = F.cross_entropy(logits[:n], batch["targets"][:n])
         if k:
-            loss = loss + self.config.alpha * logit_matching_loss(logits[n:n + k], self._stored_logits)
-        if len(batch.targets) > n + k:
-            loss = loss + self.beta * F.cross_entropy(logits[n + k:], batch.targets[n + k:])
+            loss = loss + self.config.alpha * logit_matching_loss(logits[n:n + k], values["der_stored_logits"])
+        if len(batch["targets"]) > n + k:
+            loss = loss + self.beta * F.cross_entropy(logits[n + k:], batch["targets"][n + k:])
         return loss
 
-    def after_step(self, ctx, batch):
-        self.remember(ctx, head(batch, self._incoming), self._incoming_logits)
-        self._stored_logits = self._incoming_logits = None
+    def after_step(self, ctx, batch, values):
+        self.buffer.add(batch.head(values["incoming"]), values["der_incoming_logits"])
 
 
 @STRATEGIES.register("derpp", summary="DER++: dark experience replay plus cross-entropy on a second replay "

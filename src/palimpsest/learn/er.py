@@ -6,7 +6,9 @@ examples (never the replayed ones) to the buffer.
 from __future__ import annotations
 
 from ..core.registry import STRATEGIES
-from .replay import ReplaySettings, ReplayStrategy, as_batch, cat_batches, head
+from ..data.batch import Batch
+from .components import as_batch
+from .replay import ReplaySettings, ReplayStrategy
 
 
 @STRATEGIES.register("er", summary="experience replay: train on the incoming batch plus a batch drawn from a "
@@ -17,10 +19,9 @@ class ER(ReplayStrategy):
     name = "er"
     Config = ReplaySettings
 
-    def prepare_batch(self, ctx, batch):
-        self._incoming = len(batch.targets)
-        replay = self.sample_replay(ctx, self.replay_size(batch))
-        return cat_batches(batch, as_batch(replay)) if replay else batch
+    def prepare_batch(self, ctx, batch, values):
+        replay = self.buffer.sample(self.replay_size(values))
+        return Batch.cat(batch, as_batch(replay)) if replay else batch
 
-    def after_step(self, ctx, batch):
-        self.remember(ctx, head(batch, self._incoming))
+    def after_step(self, ctx, batch, values):
+        self.buffer.add(batch.head(values["incoming"]))

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from ..core.registry import STRATEGIES
-from ..models.heads import MASKED_LOGIT
+from ..train.losses import masked_cross_entropy
 from .er import ER
 from .replay import ReplaySettings
 
@@ -36,15 +36,14 @@ class ERACE(ER):
         self._experience_classes = torch.zeros(ctx.model.n_classes, dtype=torch.bool, device=ctx.device)
         self._experience_classes[list(exp.classes)] = True
 
-    def batch_loss(self, ctx, batch, logits):
-        n = self._incoming
-        targets = batch.targets
+    def batch_loss(self, ctx, batch, output, values):
+        n, logits, targets = values["incoming"], output.logits, batch["targets"]
         if self.config.incoming_classes == "batch":
             present = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
             present[targets[:n]] = True
         else:
             present = self._experience_classes
-        loss = F.cross_entropy(logits[:n].masked_fill(~present, MASKED_LOGIT), targets[:n])
+        loss = masked_cross_entropy(logits[:n], targets[:n], present)
         if len(targets) > n:
             loss = loss + F.cross_entropy(logits[n:], targets[n:])
         return loss

@@ -27,8 +27,8 @@ from pydantic import Field
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
 from ..core.seeding import generator
-from .regularizer import QuadraticPenalty, importance_data, per_example_importance
-from .strategy import Strategy
+from ..train.importance import per_example_importance
+from .regularizer import QuadraticRegulariser, importance_data
 
 
 class EWCConfig(Settings):
@@ -65,7 +65,7 @@ def fisher_diagonal(ctx, exp, labels: str = "true", max_examples: int | None = N
 
 
 @STRATEGIES.register("ewc", summary="Elastic Weight Consolidation: Fisher-weighted anchors, one per experience")
-class EWC(Strategy):
+class EWC(QuadraticRegulariser):
     """Cross-entropy + (lambda/2) sum_t F_t (theta - theta*_t)^2, F_t the diagonal Fisher of experience t.
 
     Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks" (2017).
@@ -73,28 +73,11 @@ class EWC(Strategy):
 
     name = "ewc"
     Config = EWCConfig
-
-    def __init__(self, **settings) -> None:
-        super().__init__(**settings)
-        self.penalty = QuadraticPenalty()
-
-    def before_step(self, ctx, batch):
-        self.penalty.add_gradient(ctx.model, 0.5 * self.config.ewc_lambda)
+    weight_setting, weight_scale = "ewc_lambda", 0.5
 
     def after_experience(self, ctx, exp):
         fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels, self.config.max_examples)
-        self.consolidate(ctx, fisher)
-        self.penalty.warn_if_unstable(0.5 * self.config.ewc_lambda, ctx.training, "ewc_lambda",
-                                      self.config.ewc_lambda)
-
-    def consolidate(self, ctx, fisher):
-        self.penalty.consolidate(ctx.model, fisher, merge_anchors=True)
-
-    def state_dict(self):
-        return self.penalty.state_dict()
-
-    def load_state_dict(self, state):
-        self.penalty.load_state_dict(state)
+        self.consolidate(ctx, fisher, merge_anchors=True)
 
 
 @STRATEGIES.register("online_ewc", summary="online EWC (Progress & Compress): one running Fisher, one anchor")
@@ -108,5 +91,6 @@ class OnlineEWC(EWC):
     name = "online_ewc"
     Config = OnlineEWCConfig
 
-    def consolidate(self, ctx, fisher):
-        self.penalty.consolidate(ctx.model, fisher, decay=self.config.gamma)
+    def after_experience(self, ctx, exp):
+        fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels, self.config.max_examples)
+        self.consolidate(ctx, fisher, decay=self.config.gamma)

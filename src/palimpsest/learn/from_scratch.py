@@ -6,12 +6,14 @@ from .strategy import Strategy
 
 
 def reinitialise(ctx, classes, salt: str = "from_scratch") -> None:
-    """Fresh weights for every layer (drawn from (seed, salt, step)), an empty optimizer state, and
-    a class mask that lets the model predict only `classes`."""
+    """Fresh weights for every trainable layer (drawn from (seed, salt, step)), an empty optimizer
+    state, and a class mask that lets the model predict only `classes`. Layers whose parameters
+    are all frozen (a pretrained encoder) keep their weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(ctx.seed, salt, ctx.step))
         for module in ctx.model.modules():
-            if hasattr(module, "reset_parameters"):
+            own = list(module.parameters(recurse=False))
+            if hasattr(module, "reset_parameters") and (not own or any(p.requires_grad for p in own)):
                 module.reset_parameters()
     ctx.model.active.zero_()
     ctx.model.observe_classes(classes)

@@ -25,11 +25,10 @@ from pydantic import Field
 
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
-from ..memory.buffer import ReplayBuffer
+from .components import ReplayMemory
 from .from_scratch import reinitialise
-from .icarl import buffer_state, load_buffer_state, memory_experience
-from .strategy import Strategy
-from .trainer import task_ids_of
+from .icarl import memory_experience
+from .strategy import Strategy, legacy_prefixed
 
 
 @STRATEGIES.register("gdumb", summary="GDumb: greedy class-balanced memory, model retrained from scratch on it")
@@ -51,18 +50,15 @@ class GDumb(Strategy):
 
     def __init__(self, **settings) -> None:
         super().__init__(**settings)
-        self.memory = ReplayBuffer(self.config.memory_size, "class_balanced", seed=0)
-
-    def setup(self, ctx):
-        self.memory = ReplayBuffer(self.config.memory_size, "class_balanced", seed=ctx.seed)
+        self.memory = ReplayMemory(self.config.memory_size, "class_balanced")
 
     def before_experience(self, ctx, exp):
-        task_ids = task_ids_of(exp)
+        task_ids = exp.task_ids
         # the buffer balances what it stores as targets: (task, class) keys are decoded on the way out
         keys = exp.targets + task_ids * ctx.stream.n_classes if self.config.balance == "task_class" else exp.targets
-        self.memory.add(exp.inputs, keys, task_ids)
+        self.memory.buffer.add(exp.inputs, keys, task_ids)
         reinitialise(ctx, exp.classes)   # fresh weights, optimizer state and class mask
-        ctx.model.observe_classes(sorted({k % ctx.stream.n_classes for k in self.memory.class_counts()}))
+        ctx.model.observe_classes(sorted({k % ctx.stream.n_classes for k in self.memory.buffer.class_counts()}))
 
     def training_data(self, ctx, exp):
         memory = dict(self.memory.all())
@@ -74,8 +70,6 @@ class GDumb(Strategy):
         single pass in small mini-batches does not apply to it (the paper trains GDumb offline)."""
         return (self.config.epochs or ctx.training.epochs, self.config.batch_size or ctx.training.batch_size)
 
-    def state_dict(self):
-        return buffer_state(self.memory)
-
-    def load_state_dict(self, state):
-        load_buffer_state(self.memory, state)
+    @classmethod
+    def upgrade_state(cls, state, version):
+        return {"memory": legacy_prefixed(state, "memory")} if version == 1 else state

@@ -29,53 +29,24 @@ from torch.nn import functional as F
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
 from ..data.scenarios import Experience
-from ..memory.buffer import ReplayBuffer
 from ..models.heads import MASKED_LOGIT
-from .lwf import SNAPSHOT, frozen_copy
-from .strategy import Strategy
-from .trainer import task_ids_of
-
-MEMORY = "memory."
+from .components import ReplayMemory, Snapshot
+from .strategy import Strategy, legacy_prefixed
 
 
 def memory_experience(memory: dict[str, torch.Tensor], task_id: int, before: Experience | None = None) -> Experience:
     """The buffer's examples (after `before`'s, when given) as one Experience that carries each
-    example's own task id, as `trainer.merge` does. The buffer does not keep dataset indices, so
-    `indices` are -1 for its examples."""
-    parts = [(before.inputs, before.targets, task_ids_of(before), before.indices)] if before is not None else []
+    example's own task id. The buffer does not keep dataset indices, so `indices` are -1 for its
+    examples."""
+    parts = [(before.inputs, before.targets, before.task_ids, before.indices)] if before is not None else []
     n = len(memory.get("targets", ()))
     if n:
         parts.append((memory["inputs"].cpu(), memory["targets"].cpu(), memory["task_ids"].cpu(),
                       np.full(n, -1, dtype=np.int64)))
     inputs, targets, task_ids = (torch.cat([p[i] for p in parts]) for i in range(3))
     classes = tuple(sorted({int(c) for c in targets.unique()}))
-    exp = Experience(inputs, targets, task_id, classes, np.concatenate([p[3] for p in parts]))
-    object.__setattr__(exp, "_task_ids", task_ids)
-    return exp
-
-
-def buffer_state(buffer: ReplayBuffer) -> dict:
-    """The buffer's state with nested dicts flattened into `memory.`-prefixed keys."""
-    out = {}
-    for key, value in buffer.state_dict().items():
-        if isinstance(value, dict):
-            out.update({f"{MEMORY}{key}.{k}": v for k, v in value.items()})
-        else:
-            out[MEMORY + key] = value
-    return out
-
-
-def load_buffer_state(buffer: ReplayBuffer, state: dict) -> None:
-    nested: dict = {"data": {}}
-    for key, value in state.items():
-        if key.startswith(MEMORY):
-            name = key[len(MEMORY):]
-            if name.startswith("data."):
-                nested["data"][name[len("data."):]] = value
-            else:
-                nested[name] = value
-    if "capacity" in nested:
-        buffer.load_state_dict(nested)
+    return Experience.from_tensors(inputs, targets, task_id, classes, np.concatenate([p[3] for p in parts]),
+                                   task_ids=task_ids)
 
 
 class NearestMeanOfExemplars(nn.Module):
@@ -125,50 +96,42 @@ class ICaRL(Strategy):
 
     def __init__(self, **settings) -> None:
         super().__init__(**settings)
-        self.memory = ReplayBuffer(self.config.memory_size, seed=0)
-        self.snapshot: nn.Module | None = None
-        self._pending: dict[str, torch.Tensor] | None = None
+        self.memory = ReplayMemory(self.config.memory_size)
+        self.snapshot = Snapshot()
         self.means: torch.Tensor | None = None
         self.has_mean: torch.Tensor | None = None
         self._distilled: torch.Tensor | None = None   # classes whose targets come from the snapshot
 
-    def setup(self, ctx):
-        self.memory = ReplayBuffer(self.config.memory_size, seed=ctx.seed)
-
     def before_experience(self, ctx, exp):
-        if self.snapshot is None and self._pending is not None:
-            self.snapshot = frozen_copy(ctx.model)
-            self.snapshot.load_state_dict(self._pending)
-            self._pending = None
         self._distilled = None
-        if self.snapshot is not None:
-            self.snapshot.to(ctx.device)
-            current = torch.zeros_like(self.snapshot.active)
+        if self.snapshot:
+            old = self.snapshot.model.to(ctx.device)
+            current = torch.zeros_like(old.active)
             current[list(exp.classes)] = True
-            distilled = self.snapshot.active & ~current
+            distilled = old.active & ~current
             self._distilled = distilled if bool(distilled.any()) else None
 
     def training_data(self, ctx, exp):
         return memory_experience(self.memory.all(), exp.task_id, before=exp) if len(self.memory) else exp
 
-    def batch_loss(self, ctx, batch, logits):
-        seen = ctx.model.active
-        targets = F.one_hot(batch.targets, logits.shape[1]).to(logits.dtype)
+    def batch_loss(self, ctx, batch, output, values):
+        logits, seen = output.logits, ctx.model.active
+        targets = F.one_hot(batch["targets"], logits.shape[1]).to(logits.dtype)
         if self._distilled is not None:
             with torch.no_grad():
-                old = torch.sigmoid(self.snapshot(batch.inputs, batch.task_ids if ctx.use_task_ids else None))
+                old = torch.sigmoid(self.snapshot.model(batch["inputs"], batch["task_ids"] if ctx.use_task_ids else None))
             targets = torch.where(self._distilled, old, targets)
         return F.binary_cross_entropy_with_logits(logits[:, seen], targets[:, seen])
 
     def after_experience(self, ctx, exp):
         model = ctx.model
-        self.snapshot, self._pending = frozen_copy(model), None
+        self.snapshot.take(model)
         was_training = model.training
         model.eval()
         with torch.no_grad():
             features = lambda x: model.features(x.to(ctx.device)).cpu()
-            self.memory.select_class_balanced(exp.inputs, exp.targets, task_ids_of(exp), self.config.selection,
-                                              features=features)
+            self.memory.buffer.select_class_balanced(exp.inputs, exp.targets, exp.task_ids, self.config.selection,
+                                                     features=features)
             self.update_means(model, ctx.stream.n_classes, ctx.device)
         model.train(was_training)
 
@@ -185,15 +148,16 @@ class ICaRL(Strategy):
         return NearestMeanOfExemplars(model, self.means.to(model.active.device), self.has_mean.to(model.active.device))
 
     # -- state --------------------------------------------------------------------------------
-    def state_dict(self):
-        weights = self.snapshot.state_dict() if self.snapshot is not None else (self._pending or {})
-        state = {**buffer_state(self.memory), **{SNAPSHOT + k: v.detach().clone() for k, v in weights.items()}}
-        if self.means is not None:
-            state.update(means=self.means.clone(), has_mean=self.has_mean.clone())
-        return state
+    def extra_state(self):
+        return {} if self.means is None else {"means": self.means.clone(), "has_mean": self.has_mean.clone()}
 
-    def load_state_dict(self, state):
-        load_buffer_state(self.memory, state)
-        weights = {k[len(SNAPSHOT):]: v for k, v in state.items() if k.startswith(SNAPSHOT)}
-        self.snapshot, self._pending = None, (weights or None)
+    def load_extra_state(self, state):
         self.means, self.has_mean = state.get("means"), state.get("has_mean")
+
+    @classmethod
+    def upgrade_state(cls, state, version):
+        if version == 1:
+            upgraded = {"memory": legacy_prefixed(state, "memory"), "snapshot": legacy_prefixed(state, "snapshot")}
+            upgraded.update({k: state[k] for k in ("means", "has_mean") if k in state})
+            return upgraded
+        return state

@@ -9,8 +9,7 @@ from pydantic import Field
 
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
-from .regularizer import QuadraticPenalty
-from .strategy import Strategy
+from .regularizer import QuadraticRegulariser
 
 
 class L2Config(Settings):
@@ -18,27 +17,14 @@ class L2Config(Settings):
 
 
 @STRATEGIES.register("l2", summary="L2 anchor to the weights at the end of the previous experience")
-class L2(Strategy):
+class L2(QuadraticRegulariser):
     """Cross-entropy + (lambda/2) ||theta - theta*||^2 with theta* the previous experience's final
     weights; the penalty's exact gradient is added before each optimizer step."""
 
     name = "l2"
     Config = L2Config
-
-    def __init__(self, **settings) -> None:
-        super().__init__(**settings)
-        self.penalty = QuadraticPenalty()
-
-    def before_step(self, ctx, batch):
-        self.penalty.add_gradient(ctx.model, 0.5 * self.config.l2_lambda)
+    weight_setting, weight_scale = "l2_lambda", 0.5
 
     def after_experience(self, ctx, exp):
         ones = {n: torch.ones_like(p) for n, p in ctx.model.named_parameters() if p.requires_grad}
-        self.penalty.consolidate(ctx.model, ones, decay=0.0)
-        self.penalty.warn_if_unstable(0.5 * self.config.l2_lambda, ctx.training, "l2_lambda", self.config.l2_lambda)
-
-    def state_dict(self):
-        return self.penalty.state_dict()
-
-    def load_state_dict(self, state):
-        self.penalty.load_state_dict(state)
+        self.consolidate(ctx, ones, decay=0.0)

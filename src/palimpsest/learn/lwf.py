@@ -15,36 +15,18 @@ while the model still equals the snapshot.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from pydantic import Field
-from torch import nn
 from torch.nn import functional as F
 
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
-from .strategy import Strategy
-from .trainer import task_ids_of
+from ..train.losses import softened_kl
+from ..train.snapshot import frozen_copy
+from .components import Snapshot
+from .strategy import Strategy, legacy_prefixed
 
 SNAPSHOT = "snapshot."
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` in eval mode with no gradients (what old-model distillation reads)."""
-    old = copy.deepcopy(model).eval()
-    for p in old.parameters():
-        p.requires_grad_(False)
-    return old
-
-
-def softened_kl(new: torch.Tensor, old: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(old/T) || softmax(new/T)) over the last dimension, summed over any middle
-    dimension (one softmax per group), averaged over the batch."""
-    log_new = F.log_softmax(new / temperature, dim=-1)
-    log_old = F.log_softmax(old / temperature, dim=-1)
-    kl = F.kl_div(log_new, log_old, reduction="none", log_target=True).sum(-1)
-    return kl.reshape(len(kl), -1).sum(1).mean()
 
 
 def is_routed(ctx) -> bool:
@@ -55,7 +37,8 @@ def is_routed(ctx) -> bool:
 @STRATEGIES.register("lwf", summary="Learning without Forgetting: distil the previous model's outputs on new data")
 class LwF(Strategy):
     """Learning without Forgetting (Li & Hoiem 2016): cross-entropy plus distillation towards a
-    frozen snapshot of the model taken at the end of the previous experience."""
+    frozen snapshot of the model taken at the end of the previous experience. Composed as a
+    plug-in (`plus: [lwf]`) it adds its distillation term to the main strategy's loss."""
 
     name = "lwf"
 
@@ -65,22 +48,17 @@ class LwF(Strategy):
 
     def __init__(self, **settings) -> None:
         super().__init__(**settings)
-        self.snapshot: nn.Module | None = None
-        self._pending: dict[str, torch.Tensor] | None = None  # snapshot weights loaded before a model exists
+        self.snapshot = Snapshot()
         self.known_tasks: list[int] = []
         self._groups: list[torch.Tensor] = []   # class ids of each softmax of the distillation
         self._tasks: list[int] = []             # the task of each group (task-IL)
         self._stacked: torch.Tensor | None = None  # the groups as one (G, k) tensor when sizes agree
 
     def before_experience(self, ctx, exp):
-        if self.snapshot is None and self._pending is not None:
-            self.snapshot = frozen_copy(ctx.model)
-            self.snapshot.load_state_dict(self._pending)
-            self._pending = None
-        if self.snapshot is None:
+        if not self.snapshot:
             return
-        self.snapshot.to(ctx.device)
-        known = set(self.snapshot.active.nonzero(as_tuple=True)[0].tolist()) if hasattr(self.snapshot, "active") \
+        old = self.snapshot.model.to(ctx.device)
+        known = set(old.active.nonzero(as_tuple=True)[0].tolist()) if hasattr(old, "active") \
             else set(range(ctx.stream.n_classes))
         if ctx.use_task_ids:   # one softmax per old task, over its classes
             tasks = [t for t in self.known_tasks if t < len(ctx.stream.task_classes)]
@@ -95,49 +73,57 @@ class LwF(Strategy):
     def distillation(self, ctx, batch, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits for the cross-entropy, distillation term) of a batch; the term is 0 before the
         first snapshot."""
-        if self.snapshot is None or not self._groups:
+        if not self.snapshot or not self._groups:
             return logits, logits.new_zeros(())
-        model, x, temperature = ctx.model, batch.inputs, self.config.temperature
+        model, old_model, x, temperature = ctx.model, self.snapshot.model, batch["inputs"], self.config.temperature
         if is_routed(ctx):
             feats = model.features(x)
-            logits = model.head_logits(feats, batch.task_ids)  # the trainer's logits, on this graph
+            logits = model.head_logits(feats, batch["task_ids"])  # the trainer's logits, on this graph
             with torch.no_grad():
-                old_feats = self.snapshot.features(x)
+                old_feats = old_model.features(x)
             if getattr(model, "needs_task_ids", False):   # tasks share class ids: one head at a time
                 pairs = []
                 for cols, t in zip(self._groups, self._tasks):
-                    ids = batch.task_ids.new_full((len(x),), t)
+                    ids = batch["task_ids"].new_full((len(x),), t)
                     with torch.no_grad():
-                        old = self.snapshot.head_logits(old_feats, ids)[:, cols]
+                        old = old_model.head_logits(old_feats, ids)[:, cols]
                     pairs.append((model.head_logits(feats, ids)[:, cols], old))
                 return logits, sum(softened_kl(new, old, temperature) for new, old in pairs)
             new_all = model.head_logits(feats, None)   # every head side by side
             with torch.no_grad():
-                old_all = self.snapshot.head_logits(old_feats, None)
+                old_all = old_model.head_logits(old_feats, None)
         else:
             new_all = logits
             with torch.no_grad():
-                old_all = self.snapshot(x, batch.task_ids if ctx.use_task_ids else None)
+                old_all = old_model(x, batch["task_ids"] if ctx.use_task_ids else None)
         if self._stacked is not None:   # groups of equal size: one softmax call for all of them
             return logits, softened_kl(new_all[:, self._stacked], old_all[:, self._stacked], temperature)
         return logits, sum(softened_kl(new_all[:, cols], old_all[:, cols], temperature) for cols in self._groups)
 
-    def batch_loss(self, ctx, batch, logits):
-        logits, kd = self.distillation(ctx, batch, logits)
-        return F.cross_entropy(logits, batch.targets) + self.config.alpha * kd
+    def batch_loss(self, ctx, batch, output, values):
+        logits, kd = self.distillation(ctx, batch, output.logits)
+        return F.cross_entropy(logits, batch["targets"]) + self.config.alpha * kd
+
+    def extra_loss(self, ctx, batch, output, values):
+        _, kd = self.distillation(ctx, batch, output.logits)
+        return self.config.alpha * kd
 
     def after_experience(self, ctx, exp):
-        self.snapshot = frozen_copy(ctx.model)
-        self._pending = None
-        self.known_tasks = sorted(set(self.known_tasks) | set(task_ids_of(exp).unique().tolist()))
+        self.snapshot.take(ctx.model)
+        self.known_tasks = sorted(set(self.known_tasks) | set(exp.task_ids.unique().tolist()))
 
     # -- state --------------------------------------------------------------------------------
-    def state_dict(self):
-        weights = self.snapshot.state_dict() if self.snapshot is not None else (self._pending or {})
-        return {"known_tasks": list(self.known_tasks),
-                **{SNAPSHOT + k: v.detach().clone() for k, v in weights.items()}}
+    def extra_state(self):
+        return {"known_tasks": list(self.known_tasks)}
 
-    def load_state_dict(self, state):
+    def load_extra_state(self, state):
         self.known_tasks = [int(t) for t in state.get("known_tasks", [])]
-        weights = {k[len(SNAPSHOT):]: v for k, v in state.items() if k.startswith(SNAPSHOT)}
-        self.snapshot, self._pending = None, (weights or None)
+
+    @classmethod
+    def upgrade_state(cls, state, version):
+        if version == 1:
+            return {"known_tasks": state.get("known_tasks", []), "snapshot": legacy_prefixed(state, "snapshot")}
+        return state
+
+
+__all__ = ["LwF", "frozen_copy", "is_routed", "softened_kl"]

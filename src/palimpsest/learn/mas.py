@@ -17,8 +17,8 @@ from pydantic import Field
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
 from ..models.heads import MASKED_LOGIT
-from .regularizer import QuadraticPenalty, importance_data, per_example_importance
-from .strategy import Strategy
+from ..train.importance import per_example_importance
+from .regularizer import QuadraticRegulariser, importance_data
 
 
 class MASConfig(Settings):
@@ -41,7 +41,7 @@ def output_sensitivity(ctx, exp, max_examples: int | None = None) -> dict[str, t
 
 
 @STRATEGIES.register("mas", summary="Memory Aware Synapses: importances from the outputs' sensitivity, no labels")
-class MAS(Strategy):
+class MAS(QuadraticRegulariser):
     """Cross-entropy + lambda sum Omega (theta - theta*)^2, Omega the mean |gradient| of the
     squared L2 norm of the outputs, summed over experiences.
 
@@ -50,20 +50,7 @@ class MAS(Strategy):
 
     name = "mas"
     Config = MASConfig
-
-    def __init__(self, **settings) -> None:
-        super().__init__(**settings)
-        self.penalty = QuadraticPenalty()
-
-    def before_step(self, ctx, batch):
-        self.penalty.add_gradient(ctx.model, self.config.mas_lambda)
+    weight_setting = "mas_lambda"
 
     def after_experience(self, ctx, exp):
-        self.penalty.consolidate(ctx.model, output_sensitivity(ctx, exp, self.config.max_examples))
-        self.penalty.warn_if_unstable(self.config.mas_lambda, ctx.training, "mas_lambda", self.config.mas_lambda)
-
-    def state_dict(self):
-        return self.penalty.state_dict()
-
-    def load_state_dict(self, state):
-        self.penalty.load_state_dict(state)
+        self.consolidate(ctx, output_sensitivity(ctx, exp, self.config.max_examples))

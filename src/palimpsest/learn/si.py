@@ -25,8 +25,9 @@ from pydantic import Field
 
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
-from .regularizer import QuadraticPenalty, named_tensors
-from .strategy import Strategy
+from .components import NamedTensors
+from .regularizer import QuadraticRegulariser
+from .strategy import legacy_prefixed
 
 
 class SIConfig(Settings):
@@ -35,7 +36,7 @@ class SIConfig(Settings):
 
 
 @STRATEGIES.register("si", summary="Synaptic Intelligence: importances from each weight's path integral")
-class SynapticIntelligence(Strategy):
+class SynapticIntelligence(QuadraticRegulariser):
     """Cross-entropy + c sum Omega (theta - theta*)^2, Omega from the per-step path integral of the
     task loss.
 
@@ -44,17 +45,16 @@ class SynapticIntelligence(Strategy):
 
     name = "si"
     Config = SIConfig
+    weight_setting = "si_c"
+    accumulation_safe = False   # the path integral needs every optimizer step's own gradient
 
     def __init__(self, **settings) -> None:
         super().__init__(**settings)
-        self.penalty = QuadraticPenalty()
-        self.omega: dict[str, torch.Tensor] = {}   # path integral over the current experience so far
-        self.start: dict[str, torch.Tensor] = {}   # weights when the current experience began
-        # Per-step scratch refilled by before_step (not state: a checkpoint never falls inside a step).
+        self.omega = NamedTensors()   # path integral over the current experience so far
+        self.start = NamedTensors()   # weights when the current experience began
+        # Workspace refilled by before_step (not state: a checkpoint never falls inside a step).
         self._prev: dict[str, torch.Tensor] = {}
         self._grad: dict[str, torch.Tensor] = {}
-        self._stepped: list[str] = []
-        self._params: list[torch.Tensor] = []
 
     def before_experience(self, ctx, exp):
         with torch.no_grad():
@@ -68,22 +68,23 @@ class SynapticIntelligence(Strategy):
                 self._grad[name] = torch.empty_like(p)
 
     @torch.no_grad()
-    def before_step(self, ctx, batch):
+    def before_step(self, ctx, batch, values):
         stepped = [(n, p) for n, p in ctx.model.named_parameters() if p.grad is not None and n in self._prev]
-        self._stepped = [n for n, _ in stepped]
-        self._params = [p for _, p in stepped]
+        values["si_stepped"] = stepped
         if stepped:
-            torch._foreach_copy_([self._grad[n] for n in self._stepped], [p.grad for p in self._params])
-            torch._foreach_copy_([self._prev[n] for n in self._stepped], self._params)
+            names = [n for n, _ in stepped]
+            torch._foreach_copy_([self._grad[n] for n in names], [p.grad for _, p in stepped])
+            torch._foreach_copy_([self._prev[n] for n in names], [p for _, p in stepped])
         self.penalty.add_gradient(ctx.model, self.config.si_c)
 
     @torch.no_grad()
-    def after_step(self, ctx, batch):
-        if not self._stepped:
+    def after_step(self, ctx, batch, values):
+        stepped = values.get("si_stepped")
+        if not stepped:
             return
-        moved = torch._foreach_sub(self._params, [self._prev[n] for n in self._stepped])
-        torch._foreach_addcmul_([self.omega[n] for n in self._stepped], [self._grad[n] for n in self._stepped],
-                                moved, value=-1.0)
+        names = [n for n, _ in stepped]
+        moved = torch._foreach_sub([p for _, p in stepped], [self._prev[n] for n in names])
+        torch._foreach_addcmul_([self.omega[n] for n in names], [self._grad[n] for n in names], moved, value=-1.0)
 
     def after_experience(self, ctx, exp):
         with torch.no_grad():
@@ -99,13 +100,9 @@ class SynapticIntelligence(Strategy):
                     self.omega[name].zero_()
         self.penalty.warn_if_unstable(self.config.si_c, ctx.training, "si_c", self.config.si_c)
 
-    def state_dict(self):
-        state = self.penalty.state_dict()
-        state.update({f"omega.{n}": v for n, v in self.omega.items()})
-        state.update({f"start.{n}": v for n, v in self.start.items()})
+    @classmethod
+    def upgrade_state(cls, state, version):
+        if version == 1:
+            return {**super().upgrade_state(state, version), "omega": legacy_prefixed(state, "omega"),
+                    "start": legacy_prefixed(state, "start")}
         return state
-
-    def load_state_dict(self, state):
-        self.penalty.load_state_dict(state)
-        self.omega = named_tensors(state, "omega")
-        self.start = named_tensors(state, "start")

@@ -1,5 +1,6 @@
-"""The training loop. Data are in-memory tensors, batches are index slices (no DataLoader), so
-the loop costs little beyond the model's own forward and backward (see benchmarks/)."""
+"""Continual-learning steps and plain supervised fitting, both driven by the one loop
+(train/loop.py). Data are in-memory tensors indexed per batch (no DataLoader), so the loop costs
+little beyond the model's own forward and backward (see benchmarks/)."""
 from __future__ import annotations
 
 import time
@@ -8,34 +9,17 @@ from dataclasses import dataclass
 import torch
 
 from ..core.seeding import generator
-from ..data.scenarios import Experience
-from .strategy import Batch, Strategy, TrainContext
-
-
-def merge(experiences: list[Experience]) -> Experience:
-    """The union of several experiences (used by cumulative and joint training)."""
-    if len(experiences) == 1:
-        return experiences[0]
-    import numpy as np
-    classes = tuple(sorted({c for e in experiences for c in e.classes}))
-    task_ids = torch.cat([torch.full((len(e),), e.task_id, dtype=torch.long) for e in experiences])
-    merged = Experience(torch.cat([e.inputs for e in experiences]), torch.cat([e.targets for e in experiences]),
-                        experiences[-1].task_id, classes, np.concatenate([e.indices for e in experiences]))
-    object.__setattr__(merged, "_task_ids", task_ids)
-    return merged
+from ..data.batch import Batch
+from ..data.scenarios import Experience, merge
+from ..train.batching import n_batches, shuffled_batches
+from ..train.config import TrainingConfig, build_optimizer
+from ..train.loop import LossHooks, StepHooks, run_loop
+from .strategy import Strategy, TrainContext
 
 
 def task_ids_of(exp: Experience) -> torch.Tensor:
-    ids = getattr(exp, "_task_ids", None)
-    return ids if ids is not None else torch.full((len(exp),), exp.task_id, dtype=torch.long)
-
-
-def shuffled_batches(n: int, batch_size: int, epochs: int, gen: torch.Generator):
-    """(epoch, index tensor) for each mini-batch: a fresh permutation per epoch from `gen`."""
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            yield epoch, order[start:start + batch_size]
+    """The task id of each example of `exp` (kept for older callers: `exp.task_ids`)."""
+    return exp.task_ids
 
 
 @dataclass
@@ -44,59 +28,71 @@ class StepStats:
     mean_loss: float
     n_examples: int
     n_batches: int
+    finite: bool = True
+
+
+class StrategyHooks(StepHooks):
+    """The loop's hooks for one training step of a strategy."""
+
+    def __init__(self, ctx: TrainContext, strategy: Strategy) -> None:
+        self.ctx, self.strategy = ctx, strategy
+
+    def prepare(self, batch, values):
+        values["incoming"] = batch.rows
+        return self.strategy.prepare_batch(self.ctx, batch, values)
+
+    def loss(self, batch, values):
+        return self.strategy.batch_loss(self.ctx, batch, self.ctx.output(batch), values)
+
+    def before_step(self, batch, values):
+        self.strategy.before_step(self.ctx, batch, values)
+
+    def after_step(self, batch, values):
+        self.strategy.after_step(self.ctx, batch, values)
 
 
 def train_step(ctx: TrainContext, strategy: Strategy, exp: Experience) -> StepStats:
     """Train `ctx.model` on one experience with `strategy`'s hooks; return timing and loss."""
     start = time.perf_counter()
-    model, opt, device = ctx.model, ctx.optimizer, ctx.device
-    model.observe_classes(exp.classes)
+    ctx.adapter.observe_classes(exp.classes)
     strategy.before_experience(ctx, exp)
     data = strategy.training_data(ctx, exp)
     epochs, batch_size = strategy.passes(ctx)
-    x_all, y_all, t_all = data.inputs, data.targets, task_ids_of(data)
     gen = generator(ctx.seed, "shuffle", ctx.step)
-    total, n_batches = torch.zeros((), device=device), 0
-    model.train()
-    for epoch, idx in shuffled_batches(len(data), batch_size, epochs, gen):
-        ctx.epoch = epoch
-        batch = Batch(x_all[idx].to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True),
-                      t_all[idx].to(device, non_blocking=True))
-        batch = strategy.prepare_batch(ctx, batch)
-        logits = ctx.forward(batch)
-        loss = strategy.batch_loss(ctx, batch, logits)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        strategy.before_step(ctx, batch)
-        opt.step()
-        strategy.after_step(ctx, batch)
-        total += loss.detach()
-        n_batches += 1
+    task_ids = data.task_ids
+    device = ctx.device
+
+    def batches():
+        for epoch, idx in shuffled_batches(len(data), batch_size, epochs, gen):
+            ctx.epoch = epoch
+            yield data.batch(idx, device, task_ids)
+
+    ctx.model.train()
+    steps = -(-n_batches(len(data), batch_size, epochs) // ctx.training.accumulation)
+    stats = run_loop(StrategyHooks(ctx, strategy), ctx.optimizer, batches(), ctx.training, device, steps)
     strategy.after_experience(ctx, exp)
-    mean_loss = float(total) / max(n_batches, 1)
-    return StepStats(time.perf_counter() - start, mean_loss, len(data) * epochs, n_batches)
+    return StepStats(time.perf_counter() - start, stats.mean_loss, len(data) * epochs, stats.n_batches, stats.finite)
 
 
-def fit(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, training, seed: int,
+def fit(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, training: TrainingConfig, seed: int,
         device: torch.device | str = "cpu", loss_fn=None, optimizer: torch.optim.Optimizer | None = None,
         stage: str = "fit") -> StepStats:
     """Plain supervised training of `model` on (inputs, targets) with the given TrainingConfig: the
     original recipe of an unlearning experiment, retraining from scratch and fine-tuning all use
     it. `loss_fn(logits, targets)` defaults to cross-entropy; batches come from (seed, stage)."""
-    from .config import make_optimizer
-    start = time.perf_counter()
-    opt = optimizer or make_optimizer(model.parameters(), training)
+    opt = optimizer or build_optimizer(model.parameters(), training)
     loss_fn = loss_fn or torch.nn.functional.cross_entropy
     gen = generator(seed, "fit", stage)
-    total, n_batches = torch.zeros((), device=device), 0
+
+    def batches():
+        for _, idx in shuffled_batches(len(targets), training.batch_size, training.epochs, gen):
+            yield Batch(inputs=inputs[idx].to(device, non_blocking=True), targets=targets[idx].to(device, non_blocking=True))
+
     model.train()
-    for _, idx in shuffled_batches(len(targets), training.batch_size, training.epochs, gen):
-        x, y = inputs[idx].to(device, non_blocking=True), targets[idx].to(device, non_blocking=True)
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.detach()
-        n_batches += 1
-    return StepStats(time.perf_counter() - start, float(total) / max(n_batches, 1), len(targets) * training.epochs,
-                     n_batches)
+    steps = -(-n_batches(len(targets), training.batch_size, training.epochs) // training.accumulation)
+    stats = run_loop(LossHooks(lambda b, v: loss_fn(model(b["inputs"]), b["targets"])), opt, batches(), training,
+                     device, steps)
+    return StepStats(stats.seconds, stats.mean_loss, len(targets) * training.epochs, stats.n_batches, stats.finite)
+
+
+__all__ = ["StepStats", "StrategyHooks", "fit", "merge", "shuffled_batches", "task_ids_of", "train_step"]

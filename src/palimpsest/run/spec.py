@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from ..core.config import Settings, pydantic_problems
 from ..core.errors import PalimpsestError, SpecError
 from ..core.registry import DATASETS, MODELS, STRATEGIES
-from ..learn.config import TrainingConfig
+from ..train.config import TrainingConfig
 from ..learn.defaults import defaults_for
 
 

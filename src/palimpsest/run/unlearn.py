@@ -22,7 +22,7 @@ from ..core.timing import Stopwatch
 from ..data import datasets as _datasets
 from ..forget.base import UnlearnContext, UnlearningData
 from ..forget.request import ForgetSplit, resolve
-from ..learn.config import TrainingConfig
+from ..train.config import TrainingConfig
 from ..learn.trainer import fit
 from ..models import create_model
 from .checkpoint import load_state, save_state
@@ -233,7 +233,7 @@ class UnlearningRunner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "unlearn", name))
             with Stopwatch() as clock:
-                model = method.unlearn(model, guarded, ctx)
+                model, _report = method.unlearn(model, guarded, ctx)
         return model, clock.wall, clock.cpu
 
     def _reference_models(self, origin: "Origin", seed: int, device):

@@ -12,7 +12,7 @@ from ..core.config import Settings, pydantic_problems
 from ..core.errors import PalimpsestError, SpecError
 from ..core.registry import DATASETS, MODELS, UNLEARNERS
 from ..forget.request import ForgetRequest
-from ..learn.config import TrainingConfig
+from ..train.config import TrainingConfig
 from .spec import ModelSpec, check_labels_and_seeds, names_to_entries
 
 

@@ -1,0 +1,118 @@
+"""Model adapters: how the training loop, strategies and evaluators talk to a model.
+
+An adapter turns a batch (a mapping, see data/batch.py) into a `ModelOutput` (logits, and features
+or a loss when the model gives them), says which parameters train, what the model's own supervised
+loss is, and which capabilities it has. Class observation is such a capability: a classifier with a
+growing single head observes classes; a language model does not.
+
+    ClassifierAdapter   palimpsest Classifier (any backbone + single or per-task heads)
+    CausalLMAdapter     a Hugging Face causal language model (input_ids, attention_mask, labels)
+
+A frozen encoder is a Classifier whose backbone's parameters do not require gradients (see
+`freeze`); a strategy's `prepare` can wrap it (e.g. with LoRA adapters) before the optimizer exists.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..core.errors import ConfigError
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    features: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+
+
+class ModelAdapter:
+    """Base adapter: `forward(batch) -> ModelOutput`, `task_loss(batch, output)`, `trainable_parameters()`."""
+
+    observes_classes: bool = False
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def forward(self, batch) -> ModelOutput:
+        raise NotImplementedError
+
+    def __call__(self, batch) -> ModelOutput:
+        return self.forward(batch)
+
+    def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def observe_classes(self, classes) -> None:
+        if self.observes_classes:
+            self.model.observe_classes(classes)
+
+
+class ClassifierAdapter(ModelAdapter):
+    """A palimpsest Classifier: logits (B, C) over the global class space; cross-entropy on targets.
+    Task ids reach the model only when `use_task_ids` (task-incremental scenarios)."""
+
+    def __init__(self, model: nn.Module, use_task_ids: bool = False) -> None:
+        super().__init__(model)
+        self.use_task_ids = use_task_ids
+        self.observes_classes = hasattr(model, "observe_classes")
+
+    def forward(self, batch) -> ModelOutput:
+        task_ids = batch.get("task_ids") if self.use_task_ids else None
+        return ModelOutput(self.model(batch["inputs"], task_ids))
+
+    def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
+        return F.cross_entropy(output.logits, batch["targets"])
+
+
+class CausalLMAdapter(ModelAdapter):
+    """A Hugging Face causal LM (`AutoModelForCausalLM`): logits (B, T, V); the loss is the
+    next-token cross-entropy of `labels` (-100 ignored), computed here from the logits, which
+    equals the model's own loss."""
+
+    def forward(self, batch) -> ModelOutput:
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        return ModelOutput(out.logits)
+
+    def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
+        from ..train.losses import shifted_cross_entropy
+        labels = batch.get("labels", batch.get("targets"))
+        if labels is None:
+            labels = batch["input_ids"]
+        return shifted_cross_entropy(output.logits, labels)
+
+
+def adapter_for(model: nn.Module, use_task_ids: bool = False) -> ModelAdapter:
+    """The adapter of a model: a Hugging Face causal LM or a classifier."""
+    if hasattr(model, "config") and hasattr(model, "generate") and not hasattr(model, "head_logits"):
+        return CausalLMAdapter(model)
+    return ClassifierAdapter(model, use_task_ids)
+
+
+def freeze(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
+    """Stop gradients for every parameter whose name starts with one of `prefixes` (e.g.
+    ["backbone"] for a frozen encoder); return the frozen names. An unknown prefix is an error."""
+    prefixes = list(prefixes)
+    names = [n for n, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n in names)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ConfigError(f"cannot freeze {unknown}: no such parameters in the model",
+                          expected=f"parameter name prefixes, e.g. one of {tops}", got=unknown,
+                          fix="name modules of the model (model.named_parameters())")
+    frozen = []
+    for n, p in model.named_parameters():
+        if any(n == p_ or n.startswith(p_ + ".") for p_ in prefixes):
+            p.requires_grad_(False)
+            frozen.append(n)
+    return frozen
+
+
+__all__ = ["CausalLMAdapter", "ClassifierAdapter", "ModelAdapter", "ModelOutput", "adapter_for", "freeze"]
