@@ -267,7 +267,7 @@ def timed_calls(totals: dict[str, float]):
     """Time the runner's bookkeeping calls by wrapping them for the duration (nothing in src/ is
     changed; the originals are put back on exit)."""
     from palimpsest.run import runner
-    from palimpsest.run.db import ResultsDB
+    from palimpsest.run.store.db import ResultsDB
     targets = [(runner, "build_stream", "build_stream"), (runner, "save_state", "checkpoints (save_state)"),
                (ResultsDB, "record_step", "db.record_step"), (ResultsDB, "create_run", "db.create_run"),
                (runner, "compute_metrics", "metrics")]
@@ -293,7 +293,7 @@ def timed_calls(totals: dict[str, float]):
 
 def bench_runner(train_subset: int, reps: int) -> dict:
     from palimpsest.run import run_experiment
-    from palimpsest.run.db import ResultsDB
+    from palimpsest.run.store.db import ResultsDB
     from palimpsest.run.spec import parse_spec
     spec = parse_spec({
         "name": "bench_runner",

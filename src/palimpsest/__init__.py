@@ -11,6 +11,7 @@ from . import learn  # noqa: E402,F401  (registers strategies)
 from .data.datasets import load_dataset  # noqa: E402
 from .models import create_model  # noqa: E402
 from .run import ExperimentSpec, ResultsDB, load_model, load_spec, parse_spec, run_experiment  # noqa: E402
+from .run.kinds.unlearn import run_unlearning  # noqa: E402
 
 
 def create(name: str, **settings):
@@ -21,4 +22,4 @@ def create(name: str, **settings):
 
 __all__ = ["__version__", "ConfigError", "DataError", "PalimpsestError", "SpecError", "UnknownNameError",
            "list_methods", "load_dataset", "create_model", "ExperimentSpec", "ResultsDB", "load_model", "load_spec",
-           "parse_spec", "run_experiment", "create"]
+           "parse_spec", "run_experiment", "run_unlearning", "create"]

@@ -35,31 +35,17 @@ def _load(spec: Optional[Path]):
     return load_spec(path)
 
 
-def _is_unlearning(db, exp_id: str) -> bool:
-    import yaml
-    data = yaml.safe_load(db.experiment(exp_id)["spec_yaml"]) or {}
-    return isinstance(data, dict) and "forget" in data
-
-
 def _report(root: Path, exp_id: str, show_table: bool = True) -> Path:
+    """The kind's tables in the terminal, the HTML report and the CSV files: one path for every kind."""
     from . import report as rp
-    from .run.db import ResultsDB
-    db = ResultsDB(root)
-    try:
+    from .run.store.db import ResultsDB
+    with ResultsDB(root, create=False) as db:
         out = root / "reports" / exp_id
-        if _is_unlearning(db, exp_id):
-            if show_table:
-                rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
-            html = rp.write_unlearning_report(db, exp_id, out / "report.html")
-            rp.export_ledger_csv(db, exp_id, out)
-            return html
         if show_table:
-            rp.render_table(rp.summarize(db, exp_id), console=console)
-        html = rp.write_html_report(db, exp_id, out / "report.html")
-        rp.export_csv(db, exp_id, out)
+            rp.render_summary(db, exp_id, console)
+        html = rp.write_report(db, exp_id, out / "report.html")
+        rp.export(db, exp_id, out)
         return html
-    finally:
-        db.close()
 
 
 @app.command()
@@ -73,7 +59,6 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
         from .core.seeding import configure_torch
         from .run.runner import run_experiment
         s = _load(spec)
-        from .run.unlearn_spec import UnlearningSpec
         if seeds:
             try:
                 seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -82,11 +67,7 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
                                       got=seeds) from None
             s = s.model_copy(update={"seeds": seed_list})
         configure_torch()
-        if isinstance(s, UnlearningSpec):
-            from .run.unlearn import run_unlearning
-            exp_id = run_unlearning(s, root=root, resume=resume, progress=not no_progress)
-        else:
-            exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
+        exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
         console.print(f"experiment [bold]{exp_id}[/] stored in {root / 'results.sqlite'}")
         console.print(f"report: {html}")
@@ -101,25 +82,19 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) ->
         s = _load(spec)
     except PalimpsestError as err:
         _fail(err)
-    if hasattr(s, "strategies"):
-        console.print(f"{spec}: valid ({len(s.strategies)} strategies x {len(s.seeds)} seeds on "
-                      f"{s.benchmark.dataset}, {s.benchmark.scenario}-incremental)")
-    else:
-        console.print(f"{spec}: valid unlearning spec ({len(s.forget)} request(s) x {len(s.methods)} method(s) x "
-                      f"{len(s.seeds)} seeds on {s.train.dataset}, model {s.train.model.name})")
+    from .core.registry import KINDS
+    console.print(f"{spec}: valid {s.kind} spec: {KINDS.get(s.kind).obj().describe(s)}")
 
 
 @app.command()
-def ls(kind: Optional[str] = typer.Argument(None, help="benchmarks, models, strategies, unlearners or metrics")) -> None:
-    """List what palimpsest knows: benchmarks, models, strategies, unlearners and metrics, one line each."""
-    import palimpsest.data.datasets  # noqa: F401
-    import palimpsest.evaluate.metrics  # noqa: F401
-    import palimpsest.forget  # noqa: F401
-    import palimpsest.learn  # noqa: F401
-    import palimpsest.models  # noqa: F401
-    from .core.registry import DATASETS, METRICS, MODELS, STRATEGIES, UNLEARNERS
-    sections = {"benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES, "unlearners": UNLEARNERS,
-                "metrics": METRICS}
+def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners or "
+                                                          "metrics")) -> None:
+    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners and metrics."""
+    from .core.plugins import load_plugins
+    load_plugins()
+    from .core.registry import DATASETS, KINDS, METRICS, MODELS, STRATEGIES, UNLEARNERS
+    sections = {"kinds": KINDS, "benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES,
+                "unlearners": UNLEARNERS, "metrics": METRICS}
     if kind and kind not in sections:
         _fail(PalimpsestError(f"unknown listing {kind!r}", expected=", ".join(sections), got=kind))
     for name, reg in sections.items():
@@ -152,15 +127,15 @@ def _print_defaults(entry) -> None:
 @app.command()
 def runs(root: Path = ROOT_OPTION) -> None:
     """List stored experiments."""
-    from .run.db import ResultsDB
+    from .run.store.db import ResultsDB
     if not (root / "results.sqlite").exists():
         console.print(f"no results database in {root}")
         return
-    db = ResultsDB(root)
-    for e in db.experiments():
-        n = len(db.runs(e["id"]))
-        console.print(f"{e['id']:<40} {e['status']:<10} {n} runs")
-    db.close()
+    with ResultsDB(root, create=False) as db:
+        for e in db.experiments():
+            n = len(db.runs(e["id"])) if e["kind"] != "unlearn" else len(db.ledger(e["id"]))
+            what = "ledger entries" if e["kind"] == "unlearn" else "runs"
+            console.print(f"{e['id']:<40} {e['kind']:<8} {e['status']:<10} {n} {what}")
 
 
 @app.command()
@@ -168,10 +143,9 @@ def report(run_id: Optional[str] = typer.Argument(None, help="experiment id (or 
            root: Path = ROOT_OPTION) -> None:
     """Print the table and write the HTML report of a stored experiment."""
     try:
-        from .run.db import ResultsDB
-        db = ResultsDB(root)
-        exp_id = db.experiment(run_id)["id"]
-        db.close()
+        from .run.store.db import ResultsDB
+        with ResultsDB(root, create=False) as db:
+            exp_id = db.experiment(run_id)["id"]
         html = _report(root, exp_id)
         console.print(f"report: {html}")
     except PalimpsestError as err:
@@ -183,12 +157,11 @@ def export(run_id: Optional[str] = typer.Argument(None, help="experiment id (or 
            root: Path = ROOT_OPTION, out: Optional[Path] = typer.Option(None, help="output folder")) -> None:
     """Write a stored experiment's metrics, accuracy matrices and summary as CSV files."""
     try:
-        from .report import export_csv
-        from .run.db import ResultsDB
-        db = ResultsDB(root)
-        exp_id = db.experiment(run_id)["id"]
-        paths = export_csv(db, exp_id, out or root / "reports" / exp_id)
-        db.close()
+        from .report import export as export_tables
+        from .run.store.db import ResultsDB
+        with ResultsDB(root, create=False) as db:
+            exp_id = db.experiment(run_id)["id"]
+            paths = export_tables(db, exp_id, out or root / "reports" / exp_id)
         for p in paths:
             console.print(str(p))
     except PalimpsestError as err:
@@ -207,7 +180,7 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
     """Forget data from a stored model with one or more methods, audited against retraining."""
     try:
         from .forget.request import ForgetRequest
-        from .run.unlearn import forget_from_run
+        from .run.kinds.unlearn import forget_from_run
         given = [k for k, v in (("classes", classes), ("fraction", fraction), ("indices", indices)) if v is not None]
         if len(given) != 1:
             raise PalimpsestError("say what to forget", expected="exactly one of --classes, --fraction, --indices",
@@ -227,6 +200,8 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
         import palimpsest.forget  # noqa: F401
         for name in method:
             UNLEARNERS.get(name)
+        from .run.store.db import ResultsDB
+        ResultsDB(root, create=False).close()
         exp_id = forget_from_run(root, run_id, [request], [(m, m, {}) for m in method], step=step)
         html = _report(root, exp_id)
         console.print(f"ledger: experiment [bold]{exp_id}[/] in {root / 'results.sqlite'}")
@@ -241,18 +216,19 @@ def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experime
     """Print the ledger of an unlearning experiment: every request, method, status and audit."""
     try:
         from . import report as rp
-        from .run.db import ResultsDB
-        db = ResultsDB(root)
-        exp_id = db.experiment(run_id)["id"]
-        if not _is_unlearning(db, exp_id):
-            raise PalimpsestError(f"experiment {exp_id} is not an unlearning experiment",
-                                  expected="an experiment made by `palimpsest forget` or an unlearning spec",
-                                  got=exp_id, fix="use `palimpsest report` for learning experiments")
-        rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
-        for e in db.ledger(exp_id):
-            if e["status"] != "finished":
-                console.print(f"{e['id']}: {e['status']}" + (f" ({e['error'].splitlines()[-1]})" if e["error"] else ""))
-        db.close()
+        from .run.store.db import ResultsDB
+        with ResultsDB(root, create=False) as db:
+            exp = db.experiment(run_id)
+            exp_id = exp["id"]
+            if exp["kind"] != "unlearn":
+                raise PalimpsestError(f"experiment {exp_id} is not an unlearning experiment",
+                                      expected="an experiment made by `palimpsest forget` or an unlearning spec",
+                                      got=exp_id, fix="use `palimpsest report` for learning experiments")
+            rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
+            for e in db.ledger(exp_id):
+                if e["status"] != "finished":
+                    console.print(f"{e['id']}: {e['status']}" + (f" ({e['error'].splitlines()[-1]})"
+                                                                  if e["error"] else ""))
     except PalimpsestError as err:
         _fail(err)
 

@@ -14,7 +14,7 @@ from palimpsest.data import class_incremental, domain_incremental, online, task_
 from palimpsest.evaluate import evaluate_stream
 from palimpsest.learn import TrainContext, TrainingConfig, make_optimizer, merge, train_step
 from palimpsest.models import create_model
-from palimpsest.run.checkpoint import load_state, save_state
+from palimpsest.run.store.files import load_state, save_state
 
 NAMES = STRATEGIES.names()
 SCENARIOS = ["class", "task", "domain", "online"]

@@ -19,7 +19,7 @@ from palimpsest.learn.ewc import fisher_diagonal
 from palimpsest.learn.components import QuadraticPenalty
 from palimpsest.train.importance import per_example_importance
 from palimpsest.models import create_model
-from palimpsest.run.checkpoint import load_state, save_state
+from palimpsest.run.store.files import load_state, save_state
 
 from .test_conformance import fit
 

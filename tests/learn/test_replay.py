@@ -17,7 +17,7 @@ from palimpsest.evaluate import evaluate_stream
 from palimpsest.models.adapters import ModelOutput
 from palimpsest.learn import Batch, TrainContext, TrainingConfig, make_optimizer, train_step
 from palimpsest.models import create_model
-from palimpsest.run.checkpoint import load_state, save_state
+from palimpsest.run.store.files import load_state, save_state
 
 from .test_conformance import fit
 

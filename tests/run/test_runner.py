@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from palimpsest.run import ResultsDB, load_model, parse_spec, run_experiment
-from palimpsest.run.db import INITIAL_STEP
+from palimpsest.run.store.schema import INITIAL_STEP
 
 from ..conftest import tiny_spec
 
@@ -16,7 +16,8 @@ class Killed(Exception):
 
 
 def test_run_stores_matrices_predictions_metrics_and_models(tmp_path):
-    spec = parse_spec(tiny_spec(strategies=["naive", "joint", "from_scratch"], seeds=[0, 1]))
+    spec = parse_spec(tiny_spec(strategies=["naive", "joint", "from_scratch"], seeds=[0, 1],
+                                checkpoints={"models": "all"}))
     exp = run_experiment(spec, root=tmp_path, progress=False)
     db = ResultsDB(tmp_path)
     runs = db.runs(exp)
@@ -70,27 +71,24 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
 
 def test_failure_between_checkpoint_and_database_write_leaves_no_half_step(tmp_path, monkeypatch):
     spec = parse_spec(tiny_spec())
-    from palimpsest.run import db as dbmod
-    original = dbmod.ResultsDB.record_step
+    from palimpsest.run.store import writer as dbmod
+    original = dbmod.Writer._on_step
     calls = {"n": 0}
 
-    def flaky(self, run_id, step, *args, **kwargs):
+    def flaky(self, c, run_id, step, *args, **kwargs):
+        original(self, c, run_id, step, *args, **kwargs)
         if step == 1:
             calls["n"] += 1
-            # fail inside the transaction, after some rows were written
-            with self.transaction() as c:
-                c.execute("INSERT INTO steps VALUES (?,?,?,?,?,?,?,?)", (run_id, step, "[1]", 0, 0, 0, 0, None))
-                raise Killed()
-        return original(self, run_id, step, *args, **kwargs)
+            raise Killed()   # fail inside the step's transaction, after its rows were written
 
-    monkeypatch.setattr(dbmod.ResultsDB, "record_step", flaky)
+    monkeypatch.setattr(dbmod.Writer, "_on_step", flaky)
     with pytest.raises(Killed):
         run_experiment(spec, root=tmp_path, progress=False)
     conn = sqlite3.connect(tmp_path / "results.sqlite")
     assert conn.execute("SELECT COUNT(*) FROM steps WHERE step=1").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM accuracy WHERE step=1").fetchone()[0] == 0
     conn.close()
-    monkeypatch.setattr(dbmod.ResultsDB, "record_step", original)
+    monkeypatch.setattr(dbmod.Writer, "_on_step", original)
     exp = run_experiment(spec, root=tmp_path, resume=True, progress=False)
     db = ResultsDB(tmp_path)
     assert db.run(f"{exp}/naive/seed0")["status"] == "finished"

@@ -6,8 +6,8 @@ from palimpsest.core.errors import SpecError
 from palimpsest.core.registry import UNLEARNERS
 from palimpsest.forget.base import Unlearner
 from palimpsest.run import ResultsDB
-from palimpsest.run.unlearn import run_unlearning
-from palimpsest.run.unlearn_spec import parse_unlearning_spec
+from palimpsest.run.kinds.unlearn import run_unlearning
+from palimpsest.run.kinds.unlearn import parse_unlearning_spec
 
 
 def tiny(**over):
@@ -79,14 +79,12 @@ def test_a_killed_method_leaves_a_running_record(tmp_path):
     killed = []
 
     def kill_after_original(entry_id):
-        if entry_id.endswith("/original"):
+        if entry_id.endswith("request0/original"):
             killed.append(entry_id)
             raise KeyboardInterrupt
 
-    from palimpsest.run.unlearn import UnlearningRunner
-    runner = UnlearningRunner(tiny(), tmp_path, progress=False, on_entry=kill_after_original)
     with pytest.raises(KeyboardInterrupt):
-        runner.run()
+        run_unlearning(tiny(), root=tmp_path, progress=False, on_entry=kill_after_original)
     entries = {e["label"]: e for e in ResultsDB(tmp_path).ledger()}
     assert entries["original"]["status"] == "finished" and "retrain" not in entries
 
@@ -120,12 +118,15 @@ def test_per_example_attack_on_a_forgotten_class_compares_with_the_same_class(tm
 
 
 def test_a_failed_reference_leaves_a_visible_record(tmp_path, monkeypatch):
-    from palimpsest.run.unlearn import UnlearningRunner
+    from palimpsest.run.kinds import unlearn
+    fit = unlearn.fit
 
-    def broken(*args, **kwargs):
-        raise Boom("retraining crashed")
+    def broken(*args, stage="fit", **kwargs):
+        if stage == "retrain":
+            raise Boom("retraining crashed")
+        return fit(*args, stage=stage, **kwargs)
 
-    monkeypatch.setattr(UnlearningRunner, "reference", broken)
+    monkeypatch.setattr(unlearn, "fit", broken)
     with pytest.raises(Boom):
         run_unlearning(tiny(), root=tmp_path, progress=False)
     entries = ResultsDB(tmp_path).ledger()
@@ -134,9 +135,10 @@ def test_a_failed_reference_leaves_a_visible_record(tmp_path, monkeypatch):
 
 
 def test_resume_skips_finished_requests_without_rebuilding_them(tmp_path, monkeypatch):
-    from palimpsest.run.unlearn import UnlearningRunner
+    from palimpsest.run.kinds.unlearn import UnlearnKind
+    from palimpsest.run.store.writer import Writer
     spec = tiny()
     exp = run_unlearning(spec, root=tmp_path, progress=False)
-    ResultsDB(tmp_path).set_experiment_status(exp, "failed")  # as if a later seed had crashed
-    monkeypatch.setattr(UnlearningRunner, "reference", lambda *a, **k: pytest.fail("rebuilt a finished request"))
+    Writer(ResultsDB(tmp_path)).experiment_status(exp, "failed")  # as if a later seed had crashed
+    monkeypatch.setattr(UnlearnKind, "_reference", lambda *a, **k: pytest.fail("rebuilt a finished request"))
     assert run_unlearning(spec, root=tmp_path, resume=True, progress=False) == exp

@@ -1,4 +1,4 @@
-"""One registry per kind of thing (strategies, models, datasets, metrics, unlearners).
+"""One registry per kind of thing (strategies, models, datasets, metrics, unlearners, experiment kinds).
 
 `@register("ewc")` adds an entry; `create("ewc", **overrides)` builds it; unknown names raise an
 error that lists close matches; a duplicate name is an error, never a silent overwrite.
@@ -72,8 +72,10 @@ DATASETS = Registry("dataset")
 SCENARIOS = Registry("scenario")
 METRICS = Registry("metric")
 UNLEARNERS = Registry("unlearner")
+KINDS = Registry("experiment kind")
 
 _BY_KIND = {r.kind: r for r in (STRATEGIES, MODELS, DATASETS, SCENARIOS, METRICS, UNLEARNERS)}
+_BY_KIND["kind"] = KINDS
 
 
 def registry(kind: str) -> Registry:

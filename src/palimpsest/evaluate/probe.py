@@ -38,15 +38,23 @@ def model_features(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int
     return torch.cat(parts).numpy() if parts else np.zeros((0, 0))
 
 
+def probe_predict(train_features, train_targets, test_features, C: float = 1.0, max_iter: int = 2000) -> np.ndarray:
+    """Fit the probe (standardised features, multinomial logistic regression) on the training pair
+    and return its predictions on the test features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    probe.fit(np.asarray(train_features), np.asarray(train_targets))
+    return probe.predict(np.asarray(test_features))
+
+
 def probe_from_features(train_features, train_targets, test_features, test_targets,
                         forget_classes: Sequence[int] = (), C: float = 1.0, max_iter: int = 2000) -> dict:
     """Fit the probe on (train_features, train_targets), evaluate on the test pair.
 
     Returns accuracy, forget_class_accuracy and other_accuracy (NaN without forget_classes),
     per_class_accuracy ({class: accuracy} over the test classes), n_train, n_test."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     train_targets, test_targets = np.asarray(train_targets), np.asarray(test_targets)
     missing = sorted({int(c) for c in forget_classes} - set(train_targets.tolist()))
     if missing:
@@ -54,9 +62,7 @@ def probe_from_features(train_features, train_targets, test_features, test_targe
                           expected="examples of every forgotten class in train_x / train_y",
                           got=f"no examples of classes {missing}",
                           fix="train the probe on a set that includes the forgotten classes (e.g. the full training set)")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    probe.fit(np.asarray(train_features), train_targets)
-    pred = probe.predict(np.asarray(test_features))
+    pred = probe_predict(train_features, train_targets, test_features, C, max_iter)
     out = {"accuracy": accuracy(pred, test_targets), "n_train": len(train_targets), "n_test": len(test_targets),
            "per_class_accuracy": {int(c): accuracy(pred[test_targets == c], test_targets[test_targets == c])
                                   for c in np.unique(test_targets)}}
@@ -78,4 +84,4 @@ def linear_probe(model: torch.nn.Module, train_x: torch.Tensor, train_y, test_x:
                                forget_classes, C, max_iter)
 
 
-__all__ = ["linear_probe", "model_features", "probe_from_features"]
+__all__ = ["linear_probe", "model_features", "probe_from_features", "probe_predict"]

@@ -1,4 +1,11 @@
-"""The audit of one unlearned model against the retrained reference (used by the unlearning runner).
+"""The audit of one unlearned model against the retrained reference, in two parts:
+
+- `collect_outputs(model, ...)` runs the model once and returns per-example arrays (predictions,
+  losses, correct-class probabilities and entropies on the training and test sets), the relearning
+  curve and the linear probe's test predictions: the only part that touches the model, stored with
+  each ledger entry;
+- `audit_from_outputs(outputs, ...)` turns stored arrays into every audit number, a pure function
+  (registered in the metrics registry as the unlearning audits), so a stored audit can be recomputed.
 
 Accuracies are measured on the TRAINING forget and retain sets and on the test set (never on a
 validation split standing in for them); for class forgetting the test set is also split into the
@@ -12,24 +19,48 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.registry import METRICS
 from .audits import avg_gap, binomial_tolerance, compare_to_reference, model_outputs, subset_outputs, unlearning_accuracies
 from .mia import ReferenceModels, population_attack, reference_outputs, rmia_scores, roc_metrics
 
 POPULATION_FEATURES = ("loss", "correct_prob", "entropy")
+KEPT = ("pred", "loss", "correct_prob", "entropy", "targets")
 
 
 def _features(outputs: dict) -> np.ndarray:
     return np.stack([outputs[k] for k in POPULATION_FEATURES], axis=1)
 
 
-def audit_model(model, data, split, audits, reference: dict | None = None,
-                reference_models: ReferenceModels | None = None, seed: int = 0) -> dict:
-    """Numbers for one model; `reference` is the retrained model's audit (None when auditing the
-    reference itself). `data` has x_train/y_train/x_test/y_test tensors; `split` the forget and
-    retain indices; `audits` the AuditSpec."""
-    forget_idx, retain_idx = torch.as_tensor(split.forget), torch.as_tensor(split.retain)
+def collect_outputs(model, data, split, audits, seed: int = 0) -> dict[str, np.ndarray]:
+    """Everything the audits read of `model`, as arrays: "train.<key>" and "test.<key>" for the
+    per-example outputs (pred, loss, correct_prob, entropy, targets), "relearn.accuracy" (when the
+    spec asks for relearning) and "probe.pred" / "probe.targets" (a linear probe, for class requests)."""
     train_out = model_outputs(model, data.x_train, data.y_train)
     test_out = model_outputs(model, data.x_test, data.y_test)
+    out = {f"train.{k}": train_out[k] for k in KEPT}
+    out.update({f"test.{k}": test_out[k] for k in KEPT})
+    if audits.relearn is not None:
+        out["relearn.accuracy"] = _relearn_curve(model, data, split, audits.relearn, seed)
+    if audits.probe and split.forget_classes:
+        from .probe import model_features, probe_predict
+        rows = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[:5000]
+        out["probe.pred"] = probe_predict(model_features(model, data.x_train[rows]), data.y_train[rows],
+                                          model_features(model, data.x_test))
+        out["probe.targets"] = np.asarray(data.y_test)
+    return out
+
+
+def _part(outputs: dict, prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) + 1:]: v for k, v in outputs.items() if k.startswith(prefix + ".")}
+
+
+def audit_from_outputs(outputs: dict[str, np.ndarray], split, audits, reference: dict | None = None,
+                       reference_mia: dict[str, np.ndarray] | None = None, seed: int = 0) -> dict:
+    """Every audit number of one model from its stored outputs (see `collect_outputs`); `reference`
+    is the retrained model's audit (None when auditing the reference itself), `reference_mia` the
+    reference models' correct-class probabilities on the forget set ("forget", (k, n_forget)) and
+    the test set ("test", (k, n_test)) with their membership of the forget set ("forget_in")."""
+    train_out, test_out = _part(outputs, "train"), _part(outputs, "test")
     forget_out = subset_outputs(train_out, split.forget)
     retain_out = subset_outputs(train_out, split.retain)
     out = unlearning_accuracies(forget_out["pred"], forget_out["targets"], retain_out["pred"], retain_out["targets"],
@@ -37,19 +68,21 @@ def audit_model(model, data, split, audits, reference: dict | None = None,
     if audits.population_mia:
         attack = population_attack(_features(retain_out), _features(test_out), _features(forget_out), seed=seed)
         out["mia_score"], out["mia_auc"] = attack["mia_score"], attack["auc"]
-    if reference_models is not None:
-        out.update(_reference_attack(model, data, split, reference_models, train_out, test_out, seed))
-    if audits.relearn is not None:
-        out.update(_relearn(model, data, split, audits.relearn, seed))
-    if audits.probe and split.forget_classes:
-        from .probe import linear_probe
-        probe_rows = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[:5000]
-        p = linear_probe(model, data.x_train[probe_rows], data.y_train[probe_rows], data.x_test, data.y_test,
-                         forget_classes=split.forget_classes)
-        out["probe_accuracy"], out["probe_forget_class_accuracy"] = p["accuracy"], p["forget_class_accuracy"]
+    if reference_mia is not None:
+        out.update(_reference_attack(train_out, test_out, split, reference_mia, seed))
+    if "relearn.accuracy" in outputs:
+        from .relearn import steps_to_recover
+        out["relearn_curve"] = [float(a) for a in outputs["relearn.accuracy"]]
+        out["relearn_steps_to_50pct"] = steps_to_recover(outputs["relearn.accuracy"], 0.5)
+    if "probe.pred" in outputs:
+        from .audits import accuracy, class_split_accuracy
+        pred, targets = outputs["probe.pred"], outputs["probe.targets"]
+        out["probe_accuracy"] = accuracy(pred, targets)
+        out["probe_forget_class_accuracy"] = class_split_accuracy(pred, targets, split.forget_classes)[0]
     if reference is not None:
         out["avg_gap"] = avg_gap(out, reference, keys=[k for k in ("forget_accuracy", "retain_accuracy",
                                                                    "test_accuracy", "mia_score") if k in out])
+
         def verdict(key: str) -> str:
             # the tolerance grows with the sampling noise of a proportion over the forget set
             tolerance = max(0.02, binomial_tolerance(reference[key], len(split.forget)))
@@ -58,11 +91,26 @@ def audit_model(model, data, split, audits, reference: dict | None = None,
         out["verdict_forget_accuracy"] = verdict("forget_accuracy")
         if "mia_score" in out:
             out["verdict_mia"] = verdict("mia_score")
-    del forget_idx, retain_idx
     return out
 
 
-def _reference_attack(model, data, split, refs: ReferenceModels, train_out, test_out, seed) -> dict:
+def reference_mia_outputs(refs: ReferenceModels, data, split) -> dict[str, np.ndarray]:
+    """The reference models' correct-class probabilities on the forget set and the test set, and
+    which of them trained on each forget example (the arrays `audit_from_outputs` reads)."""
+    f = torch.as_tensor(split.forget)
+    return {"forget": reference_outputs(refs, data.x_train[f], data.y_train[f])["correct_prob"],
+            "test": reference_outputs(refs, data.x_test, data.y_test)["correct_prob"],
+            "forget_in": refs.masks[:, split.forget]}
+
+
+def audit_model(model, data, split, audits, reference: dict | None = None,
+                reference_models: ReferenceModels | None = None, seed: int = 0) -> dict:
+    """`audit_from_outputs(collect_outputs(model, ...), ...)`: every audit number of one model."""
+    mia = reference_mia_outputs(reference_models, data, split) if reference_models is not None else None
+    return audit_from_outputs(collect_outputs(model, data, split, audits, seed), split, audits, reference, mia, seed)
+
+
+def _reference_attack(train_out, test_out, split, ref: dict[str, np.ndarray], seed) -> dict:
     """Per-example RMIA: positives = the forget set (members of the original training set),
     negatives = half of the test set, population z = the other half.
 
@@ -71,27 +119,25 @@ def _reference_attack(model, data, split, refs: ReferenceModels, train_out, test
     Against all-class negatives it would only be telling the forgotten classes from the rest (a
     model retrained without them would score an AUC far below 0.5 instead of ~0.5), and against a
     z of other classes every score of a forgotten-class example would saturate at 0."""
+    y_test = test_out["targets"]
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(data.y_test))
+    order = rng.permutation(len(y_test))
     if split.forget_classes:
-        order = order[np.isin(data.y_test.numpy()[order], list(split.forget_classes))]
+        order = order[np.isin(y_test[order], list(split.forget_classes))]
     neg, pop = order[: len(order) // 2], order[len(order) // 2:]
-    ref_train = reference_outputs(refs, data.x_train[torch.as_tensor(split.forget)],
-                                  data.y_train[torch.as_tensor(split.forget)])["correct_prob"]
-    ref_test = reference_outputs(refs, data.x_test, data.y_test)["correct_prob"]
-    forget_in = refs.masks[:, split.forget]
+    n_models = len(ref["forget"])
     target_x = np.concatenate([train_out["correct_prob"][split.forget], test_out["correct_prob"][neg]])
-    ref_x = np.concatenate([ref_train, ref_test[:, neg]], axis=1)
-    ref_x_in = np.concatenate([forget_in, np.zeros((len(refs.models), len(neg)), bool)], axis=1)
-    scores = rmia_scores(target_x, ref_x, test_out["correct_prob"][pop], ref_test[:, pop], ref_x_in=ref_x_in,
-                         ref_z_in=np.zeros((len(refs.models), len(pop)), bool), online=False)
+    ref_x = np.concatenate([ref["forget"], ref["test"][:, neg]], axis=1)
+    ref_x_in = np.concatenate([ref["forget_in"], np.zeros((n_models, len(neg)), bool)], axis=1)
+    scores = rmia_scores(target_x, ref_x, test_out["correct_prob"][pop], ref["test"][:, pop], ref_x_in=ref_x_in,
+                         ref_z_in=np.zeros((n_models, len(pop)), bool), online=False)
     roc = roc_metrics(scores[: len(split.forget)], scores[len(split.forget):])
     return {"reference_mia_auc": roc["auc"], "reference_mia_tpr_at_1pct_fpr": roc["tpr_at_fpr_0.01"],
             "reference_mia_tpr_at_0.1pct_fpr": roc["tpr_at_fpr_0.001"]}
 
 
-def _relearn(model, data, split, spec, seed) -> dict:
-    from .relearn import relearn, steps_to_recover
+def _relearn_curve(model, data, split, spec, seed) -> np.ndarray:
+    from .relearn import relearn
     f = torch.as_tensor(split.forget)
     r = torch.as_tensor(split.retain)
     if split.forget_classes:
@@ -104,5 +150,12 @@ def _relearn(model, data, split, spec, seed) -> dict:
     curve = relearn(model, data.x_train[f], data.y_train[f], n_examples=spec.n_examples, steps=spec.steps, lr=spec.lr,
                     eval_x=eval_x, eval_y=eval_y, retain_x=data.x_train[r], retain_y=data.y_train[r],
                     n_retain=spec.n_examples, control_x=control_x, control_y=control_y, seed=seed)
-    return {"relearn_curve": [float(a) for a in curve.accuracy],
-            "relearn_steps_to_50pct": steps_to_recover(curve, 0.5)}
+    return np.asarray(curve.accuracy, dtype=float)
+
+
+METRICS.register("unlearning_audit", summary="forget / retain / test accuracy, population and per-example "
+                 "membership attacks, relearning steps, probe accuracy, avg gap and verdicts, from stored outputs",
+                 kind="unlearn", needs=("outputs", "split", "reference", "reference_mia"))(audit_from_outputs)
+
+__all__ = ["KEPT", "POPULATION_FEATURES", "audit_from_outputs", "audit_model", "collect_outputs",
+           "reference_mia_outputs"]

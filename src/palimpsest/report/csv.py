@@ -9,8 +9,8 @@ import csv
 import math
 from pathlib import Path
 
-from ..run.db import ResultsDB
-from .table import TRAIN_SECONDS, metric_sort_key, strategy_labels, summarize
+from ..run.store.db import ResultsDB
+from ..run.summary import TRAIN_SECONDS, metric_sort_key, strategy_labels, summarize_runs as summarize
 
 METRICS_FILE, ACCURACY_FILE, SUMMARY_FILE = "metrics.csv", "accuracy.csv", "summary.csv"
 INITIAL_STEP = -1  # the untrained model, evaluated before step 0

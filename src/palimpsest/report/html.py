@@ -6,10 +6,7 @@ can be mailed, archived or opened offline.
 """
 from __future__ import annotations
 
-import base64
-import datetime
 import html
-import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -17,49 +14,33 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..core.registry import METRICS
 from ..evaluate.metrics import first_trained_step
 from ..evaluate.records import RunRecord
-from ..run.db import ResultsDB
+from ..run.store.db import ResultsDB
+from .csv import export_csv
+from .page import PARTS, TablePart, figure_html, write_report
 from .table import (
     CAPTION,
-    DEFAULT_METRICS,
     TRAIN_SECONDS,
     VIEW_TITLES,
     column_title,
+    default_metrics,
     format_cell,
     metric_sort_key,
+    render_table,
     summarize,
+    table_text,
 )
 
 BAR_METRICS: tuple[str, ...] = (
     "final_average_accuracy/class", "average_incremental_accuracy/class", "plasticity/class",
     "forgetting/class", "final_average_accuracy/task",
 )
-DPI = 90
 PANELS_PER_ROW = 4
 ANNOTATE_MAX_CELLS = 15  # beyond this many rows or columns, cell labels become unreadable
-
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1250px; padding: 0 1em; color: #222; line-height: 1.4; }
-h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-.meta { color: #555; }
-table.summary { border-collapse: collapse; font-size: 0.92em; margin: 0.5em 0; }
-table.summary th, table.summary td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
-table.summary th { background: #f3f3f3; }
-table.summary td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-table.summary caption { caption-side: bottom; text-align: left; color: #555; font-size: 0.9em;
-                        padding-top: 0.4em; max-width: 1100px; }
-figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
-figcaption { color: #555; font-size: 0.9em; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-.note { color: #8a5a00; }
-"""
-
 
 # -- data --------------------------------------------------------------------------------------
 
@@ -93,13 +74,6 @@ def _mean_matrices(records: dict[str, list[RunRecord]], view: str) -> dict[str, 
 
 
 # -- figures -----------------------------------------------------------------------------------
-
-
-def _png(fig: Figure) -> str:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _grid(n_panels: int) -> tuple[int, int]:
@@ -262,74 +236,71 @@ def _summary_table(summary: Sequence[dict], metrics: Sequence[str]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _figure_html(fig: Figure | None, alt: str, caption: str) -> str:
-    e = html.escape
-    if fig is None:
-        return f'<p class="note">{e(alt)}: no data to plot.</p>'
-    return (f'<figure><img alt="{e(alt)}" src="data:image/png;base64,{_png(fig)}">'
-            f"<figcaption>{e(caption)}</figcaption></figure>")
+def _records(db: ResultsDB, exp: dict, summary: Sequence[dict], cache: dict) -> dict[str, list[RunRecord]]:
+    """Finished runs' records per label, loaded once per report."""
+    if "records" not in cache:
+        records: dict[str, list[RunRecord]] = {row["strategy"]: [] for row in summary}
+        for r in db.runs(exp["id"]):
+            if r["status"] == "finished":
+                records.setdefault(r["label"], []).append(db.record(r["id"]))
+        cache["records"] = {label: recs for label, recs in records.items() if recs}
+    return cache["records"]
 
 
-def write_html_report(db: ResultsDB, exp_id: str, path: str | Path) -> Path:
-    """Write one self-contained HTML report of an experiment to `path` and return it.
+def _matrices(db, exp, summary, cache, view: str) -> dict[str, dict]:
+    key = f"matrices/{view}"
+    if key not in cache:
+        cache[key] = _mean_matrices(_records(db, exp, summary, cache), view)
+    return cache[key]
 
-    Contents: experiment id and status, the summary table (DEFAULT_METRICS, plus every metric in
-    a collapsible table), the accuracy-matrix heatmaps (class-IL and task-IL, mean over seeds),
-    each experience's class-IL accuracy over training, a bar chart of key metrics, and the spec
-    YAML. Only finished runs are plotted. `exp_id` may be a unique prefix or None for the latest.
-    """
-    e = html.escape
-    exp = db.experiment(exp_id)
-    exp_id = exp["id"]
-    summary = summarize(db, exp_id)
-    finished = [r for r in db.runs(exp_id) if r["status"] == "finished"]
-    records: dict[str, list[RunRecord]] = {row["strategy"]: [] for row in summary}
-    for r in finished:
-        records.setdefault(r["label"], []).append(db.record(r["id"]))
-    records = {label: recs for label, recs in records.items() if recs}
-    class_mats, task_mats = _mean_matrices(records, "class"), _mean_matrices(records, "task")
-    every_metric = sorted({m for row in summary for m in row["metrics"]}, key=metric_sort_key)
-    every_metric.append(TRAIN_SECONDS)
+
+def strategy_summary_html(db: ResultsDB, exp: dict, summary: Sequence[dict], cache: dict) -> str:
+    every = sorted({m for row in summary for m in row["metrics"]}, key=metric_sort_key) + [TRAIN_SECONDS]
     unfinished = sum(row["n_unfinished"] for row in summary)
-    strategies = "strategy" if len(records) == 1 else "strategies"
-    created = (datetime.datetime.fromtimestamp(exp["created"]).strftime("%Y-%m-%d %H:%M")
-               if exp.get("created") else "?")
+    note = (f'<p class="note">{unfinished} run(s) did not finish and are left out of every number and plot '
+            f"below.</p>" if unfinished else "")
+    return "\n".join([note, "<h2>Summary</h2>", _summary_table(summary, default_metrics(summary)),
+                      "<details><summary>All metrics</summary>", _summary_table(summary, every), "</details>"])
 
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>palimpsest report: {e(exp_id)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>palimpsest report: {e(exp['name'])}</h1>",
-        f'<p class="meta">Experiment <code>{e(exp_id)}</code> · status {e(str(exp["status"]))} · '
-        + f"created {e(created)} · {len(finished)} finished run(s) of {len(records)} {strategies}</p>",
-    ]
-    if unfinished:
-        parts.append(f'<p class="note">{unfinished} run(s) did not finish and are left out of every number '
-                     f"and plot below.</p>")
-    parts += [
-        "<h2>Summary</h2>", _summary_table(summary, DEFAULT_METRICS),
-        "<details><summary>All metrics</summary>", _summary_table(summary, every_metric), "</details>",
-        "<h2>Accuracy matrices</h2>",
-        _figure_html(heatmap_figure(class_mats, "class"), "Class-IL accuracy matrices",
-                     "Class-IL (no task id at test time). Row s: accuracy after training step s; column j: "
-                     "test experience j; mean over seeds, in %. Grey = undefined."),
-        "<h2>Accuracy over training</h2>",
-        _figure_html(curves_figure(class_mats, "class"), "Class-IL accuracy over training",
-                     "Class-IL accuracy on each test experience after every training step, starting at the "
-                     "step that first trains it; shaded band = ± std over seeds."),
-        "<h2>Metric comparison</h2>",
-        _figure_html(bars_figure(summary), "Metric comparison",
-                     "Mean over seeds with ± std error bars, in %. Forgetting: lower is better."),
-        "<h2>Task-IL accuracy matrices</h2>",
-        _figure_html(heatmap_figure(task_mats, "task"), "Task-IL accuracy matrices",
-                     "Task-IL (logits masked to the test example's task). Rows, columns and colours as "
-                     "above."),
-        "<h2>Spec</h2>", f"<pre>{e(exp.get('spec_yaml') or '')}</pre>",
-        "</body></html>",
-    ]
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
-    return out
+
+def accuracy_heatmaps_html(db, exp, summary, cache) -> str:
+    return "<h2>Accuracy matrices</h2>" + figure_html(
+        heatmap_figure(_matrices(db, exp, summary, cache, "class"), "class"), "Class-IL accuracy matrices",
+        "Class-IL (no task id at test time). Row s: accuracy after training step s; column j: test experience j; "
+        "mean over seeds, in %. Grey = undefined.")
+
+
+def accuracy_curves_html(db, exp, summary, cache) -> str:
+    return "<h2>Accuracy over training</h2>" + figure_html(
+        curves_figure(_matrices(db, exp, summary, cache, "class"), "class"), "Class-IL accuracy over training",
+        "Class-IL accuracy on each test experience after every training step, starting at the step that first "
+        "trains it; shaded band = ± std over seeds.")
+
+
+def metric_bars_html(db, exp, summary, cache) -> str:
+    return "<h2>Metric comparison</h2>" + figure_html(
+        bars_figure(summary), "Metric comparison", "Mean over seeds with ± std error bars, in %. Forgetting: lower "
+        "is better.")
+
+
+def task_accuracy_heatmaps_html(db, exp, summary, cache) -> str:
+    return "<h2>Task-IL accuracy matrices</h2>" + figure_html(
+        heatmap_figure(_matrices(db, exp, summary, cache, "task"), "task"), "Task-IL accuracy matrices",
+        "Task-IL (logits masked to the test example's task). Rows, columns and colours as above.")
+
+
+PARTS.register("strategy_summary", summary="strategies x metrics, mean ± std over seeds")(
+    TablePart(summarize, lambda summary, console=None: render_table(summary, console), table_text,
+              strategy_summary_html, export_csv))
+PARTS.register("accuracy_heatmaps", summary="class-IL accuracy matrix per strategy")(accuracy_heatmaps_html)
+PARTS.register("accuracy_curves", summary="accuracy on each experience over training")(accuracy_curves_html)
+PARTS.register("metric_bars", summary="key metrics side by side")(metric_bars_html)
+PARTS.register("task_accuracy_heatmaps", summary="task-IL accuracy matrix per strategy")(task_accuracy_heatmaps_html)
+
+
+def write_html_report(db: ResultsDB, exp_id: str | None, path: str | Path) -> Path:
+    """The experiment's self-contained HTML report (the one report path, `page.write_report`)."""
+    return write_report(db, exp_id, path)
 
 
 __all__ = ["bars_figure", "curves_figure", "heatmap_figure", "write_html_report"]

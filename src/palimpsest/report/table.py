@@ -1,8 +1,9 @@
-"""Per-strategy summary of an experiment (mean ± std over seeds) and its table in the terminal.
+"""The strategy table of a learning experiment in the terminal (mean ± std over seeds).
 
-`summarize` reads only what the results database stores: the per-run metrics computed by
-`palimpsest.evaluate.metrics` and the per-step training time. Every number in a table can be
-traced back to one formula in docs/METRICS.md.
+Rows come from `run.summary.summarize_runs`, which reads only what the store holds; every number
+can be traced back to one formula in docs/METRICS.md. In a terminal too narrow for every column
+the table keeps the columns that fit, most important first (task-IL first in a task-incremental
+run), and says how many it left out; the HTML report and the CSV export keep them all.
 """
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ import io
 import math
 from collections.abc import Sequence
 
-import numpy as np
-import yaml
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluate.metrics import METRIC_NAMES
-from ..run.db import ResultsDB
+from ..evaluate.aggregate import stat
+from ..run.summary import TRAIN_SECONDS, metric_sort_key, summarize_runs
 
-TRAIN_SECONDS = "train_seconds"
+summarize = summarize_runs
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "final_average_accuracy/class", "final_average_accuracy/task", "average_incremental_accuracy/class",
     "forgetting/class", "backward_transfer/class", "forward_transfer/class", "plasticity/class",
     "negative_flip_rate/class", TRAIN_SECONDS,
+)
+# the same metrics with task-IL first, for task-incremental runs
+TASK_FIRST: tuple[str, ...] = (
+    "final_average_accuracy/task", "final_average_accuracy/class", "average_incremental_accuracy/task",
+    "forgetting/task", "backward_transfer/task", "forward_transfer/task", "plasticity/task",
+    "negative_flip_rate/task", TRAIN_SECONDS,
 )
 
 METRIC_TITLES: dict[str, str] = {
@@ -62,22 +67,6 @@ def column_title(metric: str, two_lines: bool = False) -> str:
     return f"{title}\n{view}" if two_lines else f"{title} ({view})"
 
 
-def metric_sort_key(metric: str) -> tuple:
-    """Class-IL before task-IL, then the METRIC_NAMES display order; unknown names last."""
-    base, _, view = metric.partition("/")
-    views = list(VIEW_TITLES)
-    return (views.index(view) if view in views else len(views), view,
-            METRIC_NAMES.index(base) if base in METRIC_NAMES else len(METRIC_NAMES), base)
-
-
-def stat(values: Sequence[float]) -> dict:
-    """{"mean", "std", "n"} over the defined (non-NaN) values; std is the population std (ddof=0)."""
-    defined = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if defined.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(defined.mean()), "std": float(defined.std()), "n": int(defined.size)}
-
-
 def format_stat(value: dict | None, percent: bool = True) -> str:
     """"83.7 ± 0.4" (percent) or "2.81 ± 0.05" (seconds); one defined value prints without ± ;
     "—" when undefined."""
@@ -96,87 +85,70 @@ def format_cell(row: dict, metric: str) -> str:
     return format_stat(row["metrics"].get(metric))
 
 
-def strategy_labels(db: ResultsDB, exp_id: str, runs: Sequence[dict]) -> list[str]:
-    """Strategy labels in the order the spec lists them; labels found only in runs come after."""
-    order: list[str] = []
-    spec_yaml = db.experiment(exp_id).get("spec_yaml") or ""
-    try:
-        spec = yaml.safe_load(spec_yaml) or {}
-        for s in spec.get("strategies", []):
-            s = {"name": s} if isinstance(s, str) else s
-            order.append(s.get("label") or s["name"])
-    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
-        order = []  # an unreadable stored spec only loses the ordering, never the rows
-    for r in runs:
-        if r["label"] not in order:
-            order.append(r["label"])
-    seen = {r["label"] for r in runs}
-    return [label for label in order if label in seen]
+def default_metrics(summary: Sequence[dict]) -> tuple[str, ...]:
+    """The table's metrics in priority order: task-IL first when every run is task-incremental."""
+    task = bool(summary) and all(row.get("scenario") == "task" for row in summary)
+    return TASK_FIRST if task else DEFAULT_METRICS
 
 
-def summarize(db: ResultsDB, exp_id: str) -> list[dict]:
-    """One row per strategy label, in spec order, aggregated over the finished seeds.
+def _width(texts: Sequence[str]) -> int:
+    return max((len(line) for t in texts for line in t.split("\n")), default=0)
 
-    Row: {"experiment", "strategy" (label), "method" (registry name), "seeds" (finished seeds),
-    "n_seeds", "n_unfinished", "metrics": {"<metric>/<view>": {"mean", "std", "n"}},
-    "train_seconds": {"mean", "std", "n"}}. Means skip NaN seeds; "n" counts the seeds with a
-    defined value; std is the population std (ddof=0). `exp_id` may be a unique prefix.
-    """
-    exp_id = db.experiment(exp_id)["id"]
-    runs = db.runs(exp_id)
-    rows = []
-    for label in strategy_labels(db, exp_id, runs):
-        mine = [r for r in runs if r["label"] == label]
-        finished = sorted((r for r in mine if r["status"] == "finished"), key=lambda r: r["seed"])
-        per_run = [db.metrics(r["id"]) for r in finished]
-        names = sorted({k for m in per_run for k in m}, key=metric_sort_key)
-        seconds = [sum(s["train_seconds"] or 0.0 for s in db.steps(r["id"]) if s["step"] >= 0)
-                   for r in finished]
-        rows.append({
-            "experiment": exp_id,
-            "strategy": label,
-            "method": mine[0]["strategy"],
-            "seeds": [r["seed"] for r in finished],
-            "n_seeds": len(finished),
-            "n_unfinished": len(mine) - len(finished),
-            "metrics": {k: stat([m.get(k, float("nan")) for m in per_run]) for k in names},
-            TRAIN_SECONDS: stat(seconds),
-        })
-    return rows
+
+def fitting_metrics(summary: Sequence[dict], metrics: Sequence[str], width: int) -> list[str]:
+    """The longest prefix of `metrics` whose columns fit in `width` characters (at least one)."""
+    used = 4 + _width(["Strategy", *(r["strategy"] for r in summary)]) + 3 + 5 + 3
+    kept: list[str] = []
+    for m in metrics:
+        need = _width([column_title(m, two_lines=True), *(format_cell(r, m) for r in summary)]) + 3
+        if kept and used + need > width:
+            break
+        kept.append(m)
+        used += need
+    return kept
 
 
 def build_table(summary: Sequence[dict], metrics: Sequence[str] | None = None,
-                box_style: box.Box = box.HEAVY_HEAD) -> Table:
-    metrics = list(DEFAULT_METRICS if metrics is None else metrics)
+                box_style: box.Box = box.HEAVY_HEAD, width: int | None = None) -> Table:
+    """The table; `width` (a terminal's) keeps only the columns that fit."""
+    wanted = list(default_metrics(summary) if metrics is None else metrics)
+    shown = fitting_metrics(summary, wanted, width) if width is not None else wanted
     title = f"Experiment {summary[0]['experiment']}" if summary else "Experiment (no runs)"
-    table = Table(title=title, caption=CAPTION, box=box_style, caption_justify="left")
+    caption = CAPTION
+    if len(shown) < len(wanted):
+        caption = (f"{len(wanted) - len(shown)} more column(s) in the HTML report and in `palimpsest export`: "
+                   + ", ".join(column_title(m) for m in wanted[len(shown):]) + ". " + caption)
+    table = Table(title=title, caption=caption, box=box_style, caption_justify="left")
     widest = max((len(row["strategy"]) for row in summary), default=8)
     table.add_column("Strategy", style="bold", no_wrap=True, min_width=max(8, widest))
     table.add_column("Seeds", justify="right", no_wrap=True, min_width=5)
-    for metric in metrics:
+    for metric in shown:
         table.add_column(column_title(metric, two_lines=True), justify="right", no_wrap=True)
     for row in summary:
         seeds = str(row["n_seeds"]) + (f" (+{row['n_unfinished']} unfinished)" if row["n_unfinished"] else "")
-        table.add_row(row["strategy"], seeds, *(format_cell(row, m) for m in metrics))
+        table.add_row(row["strategy"], seeds, *(format_cell(row, m) for m in shown))
     return table
 
 
 def render_table(summary: Sequence[dict], console: Console | None = None,
                  metrics: Sequence[str] | None = None) -> Table:
     """Print the summary as a rich table (rows = strategies, columns = `metrics`, default
-    DEFAULT_METRICS; "train_seconds" is the per-run training time) and return the table."""
-    table = build_table(summary, metrics)
-    (console or Console()).print(table)
+    DEFAULT_METRICS; "train_seconds" is the per-run training time), keeping the columns that fit
+    the console, and return the table."""
+    console = console or Console()
+    table = build_table(summary, metrics, width=console.width)
+    console.print(table)
     return table
 
 
 def table_text(summary: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
-    """The same table as plain ASCII text, without colour, for logs and tests."""
+    """The same table as plain ASCII text, every column, without colour, for logs and tests."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=300, color_system=None, force_terminal=False, soft_wrap=False)
     console.print(build_table(summary, metrics, box_style=box.ASCII))
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 
-__all__ = ["CAPTION", "DEFAULT_METRICS", "TRAIN_SECONDS", "column_title", "format_stat", "render_table",
-           "summarize", "table_text"]
+__all__ = ["CAPTION", "DEFAULT_METRICS", "TASK_FIRST", "TRAIN_SECONDS", "build_table", "column_title",
+           "default_metrics", "fitting_metrics", "format_cell", "format_stat", "metric_sort_key", "render_table",
+           "stat", "summarize", "table_text"]

@@ -14,9 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..forget.request import ForgetRequest
-from ..run.db import ResultsDB
-from .html import STYLE, _figure_html
-from .table import MISSING, format_stat, stat
+from ..run.store.db import ResultsDB
+from ..run.summary import summarize_ledger
+from .page import PARTS, TablePart, figure_html, write_report
+from .table import MISSING, format_stat
+
+summarize_unlearning = summarize_ledger
 
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
     # (audit key, title, is a percentage)
@@ -37,30 +40,6 @@ CAPTION = ("Mean ± population std over seeds. Forget / retain accuracy on the t
            "MIA score = share of the forget set a population attack calls members; avg gap = mean |difference "
            "from the retrained model| over forget, retain and test accuracy and MIA score (SalUn); relearn steps = fine-tuning steps on a few forget examples until forget accuracy reaches 50% (0 = never lost); probe acc = a linear probe on frozen features, on the forgotten classes' test examples; speed-ups are retraining's wall / CPU "
            "time over the method's, in the same run. The retrained row is the target: beyond it is over-forgetting. Formulas: docs/METRICS.md.")
-
-
-def summarize_unlearning(db: ResultsDB, exp_id: str | None) -> list[dict]:
-    """One row per (request index, label) over finished ledger entries, in ledger order."""
-    exp_id = db.experiment(exp_id)["id"]
-    entries = db.ledger(exp_id)
-    rows: dict[tuple[int, str], dict] = {}
-    for e in entries:
-        request_index = int(e["id"].split("/request")[1].split("/")[0])
-        row = rows.setdefault((request_index, e["label"]), {
-            "experiment": exp_id, "request": ForgetRequest(**e["request"]).describe(), "request_index": request_index,
-            "label": e["label"], "method": e["method"], "audits": [], "failed": 0})
-        if e["status"] == "finished" and e["audit"]:
-            row["audits"].append(e["audit"])
-        else:
-            row["failed"] += 1
-    out = []
-    for row in rows.values():
-        keys = sorted({k for a in row["audits"] for k in a})
-        row["stats"] = {k: stat([a.get(k) if isinstance(a.get(k), (int, float)) else float("nan")
-                                 for a in row["audits"]]) for k in keys}
-        row["n_seeds"] = len(row["audits"])
-        out.append(row)
-    return out
 
 
 def _cell(row: dict, key: str, percent: bool) -> str:
@@ -175,27 +154,29 @@ def _bars(summary: Sequence[dict]):
     return fig
 
 
-def write_unlearning_report(db: ResultsDB, exp_id: str | None, path: str | Path) -> Path:
-    """One self-contained HTML page: the ledger table and a bar chart per forget request."""
+def unlearning_summary_html(db: ResultsDB, exp: dict, summary: Sequence[dict], cache: dict) -> str:
     e = html.escape
-    exp = db.experiment(exp_id)
-    summary = summarize_unlearning(db, exp["id"])
     cols = _columns(summary)
     head = "".join(f"<th>{e(t.replace(chr(10), ' '))}</th>" for _, t, _ in cols)
     body = "".join(
         f"<tr><td>{e(r['request'])}</td><th>{e(r['label'])}</th><td class='num'>{r['n_seeds']}</td>"
         + "".join(f"<td class='num'>{e(_cell(r, k, p))}</td>" for k, _, p in cols) + "</tr>" for r in summary)
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>palimpsest unlearning report: {e(exp['id'])}</title><style>{STYLE}</style></head><body>",
-             f"<h1>palimpsest unlearning report: {e(exp['name'])}</h1>",
-             f"<p class='meta'>Experiment <code>{e(exp['id'])}</code> · status {e(str(exp['status']))}</p>",
-             f"<table class='summary'><caption>{e(CAPTION)}</caption><thead><tr><th>Request</th><th>Method</th>"
-             f"<th>Seeds</th>{head}</tr></thead><tbody>{body}</tbody></table>",
-             "<h2>Accuracies and membership by method</h2>",
-             _figure_html(_bars(summary), "Unlearning audits", "Mean over seeds with ± std; compare each method "
-                          "with the retrain bars (the target)."),
-             "<h2>Spec</h2>", f"<pre>{e(exp.get('spec_yaml') or '')}</pre>", "</body></html>"]
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts))
-    return out
+    return (f"<table class='summary'><caption>{e(CAPTION)}</caption><thead><tr><th>Request</th><th>Method</th>"
+            f"<th>Seeds</th>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def unlearning_bars_html(db: ResultsDB, exp: dict, summary: Sequence[dict], cache: dict) -> str:
+    return "<h2>Accuracies and membership by method</h2>" + figure_html(
+        _bars(summary), "Unlearning audits", "Mean over seeds with ± std; compare each method with the retrain bars "
+        "(the target).")
+
+
+PARTS.register("unlearning_summary", summary="forget requests x methods with every audit, mean ± std over seeds")(
+    TablePart(summarize_ledger, lambda summary, console=None: render_unlearning_table(summary, console),
+              unlearning_table_text, unlearning_summary_html, export_ledger_csv))
+PARTS.register("unlearning_bars", summary="accuracies and membership by method")(unlearning_bars_html)
+
+
+def write_unlearning_report(db: ResultsDB, exp_id: str | None, path: str | Path) -> Path:
+    """The unlearning experiment's HTML page (the one report path, `page.write_report`)."""
+    return write_report(db, exp_id, path)

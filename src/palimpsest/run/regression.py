@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import DataError
-from .db import ResultsDB
 from .runner import run_experiment
 from .spec import load_spec
-from .unlearn_spec import UnlearningSpec
+from .store.db import ResultsDB
+from .summary import summary_table
 
 COLUMNS = ("recipe", "strategy", "metric", "expected", "tolerance", "budget")
 
@@ -66,23 +66,12 @@ def read_expectations(path: str | Path) -> list[Expectation]:
 def check(expectations: list[Expectation], recipes_dir: str | Path, root: str | Path,
           budget: str = "ci", progress: bool = False) -> list[Outcome]:
     """Run every recipe that has rows of `budget` once and compare its metric means."""
-    from ..report.table import summarize
     chosen = [e for e in expectations if e.budget == budget]
     outcomes: list[Outcome] = []
     for recipe in dict.fromkeys(e.recipe for e in chosen):
-        spec = load_spec(Path(recipes_dir) / recipe)
-        if isinstance(spec, UnlearningSpec):
-            from ..report.unlearning import summarize_unlearning
-            from .unlearn import run_unlearning
-            exp_id = run_unlearning(spec, root=root, progress=progress)
-            db = ResultsDB(root)
-            summary = {(r["label"] if r["request_index"] == 0 else f"{r['label']}#{r['request_index']}"): r["stats"]
-                       for r in summarize_unlearning(db, exp_id)}
-        else:
-            exp_id = run_experiment(spec, root=root, progress=progress)
-            db = ResultsDB(root)
-            summary = {row["strategy"]: row.get("metrics", {}) for row in summarize(db, exp_id)}
-        db.close()
+        exp_id = run_experiment(load_spec(Path(recipes_dir) / recipe), root=root, progress=progress)
+        with ResultsDB(root) as db:
+            summary = summary_table(db, exp_id)
         for e in (e for e in chosen if e.recipe == recipe):
             stat = summary.get(e.strategy, {}).get(e.metric)
             outcomes.append(Outcome(e, stat["mean"] if stat else float("nan")))

@@ -1,4 +1,10 @@
-"""Checkpoints: tensors in safetensors, everything else in JSON; written atomically."""
+"""Files of the results store: checkpoints (tensors in safetensors, everything else in JSON) and
+arrays (numpy .npz), each written atomically (a temporary file, then a rename), so a file is
+either whole or absent, never half-written.
+
+Paths kept in the database are relative to the results root (`relative`/`absolute`), so a results
+folder can be moved or copied and still opens.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -46,7 +53,10 @@ def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
     return walk(skeleton)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | Path, write) -> Path:
+    """Call `write(tmp_path)`, then rename the temporary file to `path` (same folder, so the rename
+    is atomic): readers see the old file or the new one, never a partial one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -57,6 +67,7 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
@@ -66,11 +77,41 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     tensors, skeleton = flatten_state(state, "s")
     # safetensors refuses tensors that share memory; clone views so each key owns its storage.
     tensors = {k: v.clone() for k, v in tensors.items()}
-    _atomic_write(path.with_suffix(path.suffix + ".json"), lambda tmp: Path(tmp).write_text(json.dumps(skeleton)))
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(path.with_suffix(path.suffix + ".json"), lambda tmp: Path(tmp).write_text(json.dumps(skeleton)))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     skeleton = json.loads(path.with_suffix(path.suffix + ".json").read_text())
     return unflatten_state(load_file(str(path)), skeleton)
+
+
+def save_arrays(path: str | Path, compress: bool = True, **arrays: np.ndarray) -> Path:
+    """Arrays as one .npz file, written atomically (compressed by default: label arrays shrink ~5x)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    return atomic_write(path, write)
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(Path(path), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def relative(root: Path, path: str | Path) -> str:
+    """`path` relative to the results root, with forward slashes (what the database stores)."""
+    return Path(os.path.relpath(Path(path).resolve(), root.resolve())).as_posix()
+
+
+def absolute(root: Path, stored: str | None) -> Path | None:
+    """A path stored in the database, resolved against the results root."""
+    if stored is None:
+        return None
+    p = Path(stored)
+    return p if p.is_absolute() else root / p
+
+
+__all__ = ["absolute", "atomic_write", "flatten_state", "load_arrays", "load_state", "relative", "save_arrays",
+           "save_state", "unflatten_state"]

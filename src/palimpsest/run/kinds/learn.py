@@ -1,0 +1,466 @@
+"""kind: learn. Continual learning: a benchmark stream, a model, strategies x seeds.
+
+Jobs: one per (strategy label, seed), `<label>/seed<k>`. A job trains the model through the
+stream's steps with its strategy; after every step it writes the model and the resume state
+(optimizer, strategy components, random generator) into its folder, evaluates every test
+experience (class-IL and task-IL from one pass), writes the predictions, and records the step in
+one transaction. A killed job resumes from its last recorded step and gives the same numbers as an
+uninterrupted one. When every job is done, each run's metrics are computed from what was stored
+(forward transfer against the from_scratch run of the same seed, when there is one).
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from ...core.config import Settings
+from ...core.errors import PalimpsestError
+from ...core.registry import DATASETS, KINDS, STRATEGIES
+from ...core.seeding import derive_seed, pick_device, seed_everything
+from ...data import datasets as _datasets
+from ...data.scenarios import Stream, class_incremental, domain_incremental, merge, online, recurring
+from ...evaluate.evaluator import evaluate_stream
+from ...evaluate.metrics import compute_metrics
+from ...learn.defaults import defaults_for
+from ...learn.strategy import Composite, Strategy, TrainContext
+from ...learn.trainer import train_step
+from ...models import create_model
+from ...models.adapters import freeze
+from ...train.config import TrainingConfig, build_optimizer
+from ...train.snapshot import frozen_digest, trainable_state
+from ..spec import (ModelSpec, SpecBase, StrategySpec, check_labels_and_seeds, model_problems, names_to_entries,
+                    strategy_problems)
+from ..store.db import ResultsDB
+from ..store.files import load_state
+from ..store.schema import INITIAL_STEP
+from ..store.writer import Outbox
+from .base import ExperimentKind, Job, job_id
+
+
+class RecurrenceSpec(Settings):
+    length: int = Field(..., ge=1, description="number of training steps")
+    distribution: Literal["uniform", "power_law"] = "uniform"
+    alpha: float = Field(1.0, gt=0)
+    introduce: Literal["first", "spread"] = Field("spread", description="new tasks all first, or spread evenly")
+
+
+class BenchmarkSpec(Settings):
+    dataset: str = "fashion_mnist"
+    root: str | None = Field(None, description="folder or file of the dataset; None = the dataset's default")
+    scenario: Literal["class", "task", "domain"] = "class"
+    n_experiences: int = Field(5, ge=1)
+    class_order: list[int] | None = None
+    shuffle_classes: bool = Field(False, description="draw the class order from the run's seed")
+    first_experience_classes: int | None = Field(None, ge=1)
+    transform: Literal["permutation", "rotation"] = "permutation"
+    online_batch_size: int | None = Field(None, ge=1, description="set for a single pass in mini-batches")
+    recurrence: RecurrenceSpec | None = None
+    validation_fraction: float = Field(0.0, ge=0, lt=1)
+    train_subset: int | None = Field(None, ge=1, description="use this many training examples (random subset)")
+    test_subset: int | None = Field(None, ge=1)
+
+    @field_validator("class_order")
+    @classmethod
+    def _order(cls, v):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("class_order is empty: list the class ids in order, or leave it out")
+        dupes = sorted({c for c in v if v.count(c) > 1})
+        if dupes:
+            raise ValueError(f"class_order repeats classes {dupes}: each class id may appear once")
+        return v
+
+
+class LearnSpec(SpecBase):
+    kind: Literal["learn"] = "learn"
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    strategies: list[StrategySpec] = Field(..., min_length=1)
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return names_to_entries(v)
+
+    @model_validator(mode="after")
+    def _labels_unique(self):
+        check_labels_and_seeds("strategies", [s.display for s in self.strategies], self.seeds)
+        return self
+
+    def training_for(self, strategy: StrategySpec) -> TrainingConfig:
+        return TrainingConfig(**{**self.training.model_dump(), **strategy.training})
+
+    def strategy(self, label: str) -> StrategySpec:
+        return next(s for s in self.strategies if s.display == label)
+
+
+def build_stream(b: BenchmarkSpec, seed: int) -> Stream:
+    """The stream a benchmark spec describes, for one seed (class order and permutations may
+    depend on it)."""
+    kwargs = {"root": b.root} if b.root else {}
+    data = _datasets.load_dataset(b.dataset, **kwargs)
+    if b.train_subset or b.test_subset:
+        data = data.subsample(b.train_subset, b.test_subset, seed=0)
+    if b.scenario == "domain":
+        stream = domain_incremental(data, b.n_experiences, transform=b.transform, seed=seed,
+                                    validation_fraction=b.validation_fraction)
+    else:
+        stream = class_incremental(data, b.n_experiences, class_order=b.class_order,
+                                   shuffle_classes=b.shuffle_classes, seed=seed,
+                                   first_experience_classes=b.first_experience_classes,
+                                   validation_fraction=b.validation_fraction, task_labels=b.scenario == "task")
+    if b.recurrence:
+        r = b.recurrence
+        stream = recurring(stream, r.length, r.distribution, r.alpha, seed=seed, introduce=r.introduce)
+    if b.online_batch_size:
+        stream = online(stream, b.online_batch_size)
+    return stream
+
+
+def make_strategy(name: str, settings: dict, plus: list[dict] | tuple = (), dataset: str = "",
+                  scenario: str = "") -> Strategy:
+    """A registered strategy with its tuned defaults for (dataset, scenario) under the given settings,
+    composed with plug-ins ({name, settings}) when there are any."""
+    def one(n: str, s: dict) -> Strategy:
+        return STRATEGIES.create(n, **{**defaults_for(n, dataset, scenario), **s})
+
+    main = one(name, settings)
+    plugins = [one(p["name"], p.get("settings", {})) for p in plus]
+    return Composite(main, plugins) if plugins else main
+
+
+def strategy_from_spec(s: StrategySpec, b: BenchmarkSpec) -> Strategy:
+    return make_strategy(s.name, s.settings, [p.model_dump() for p in s.plus], b.dataset, b.scenario)
+
+
+def strategy_from_run(run: dict, benchmark: BenchmarkSpec | None = None) -> Strategy:
+    """The strategy of a stored run, rebuilt from its resolved settings."""
+    settings = json.loads(run["settings_json"])
+    plus = settings.pop("plus", [])
+    return make_strategy(run["strategy"], settings, plus)
+
+
+def build_model(m: ModelSpec, stream: Stream, strategy: Strategy) -> nn.Module:
+    """The model of a spec for a stream: created by name, initial weights loaded, prefixes frozen,
+    then prepared by the strategy (wrapped, injected or frozen further) before any optimizer exists."""
+    model = create_model(m.name, stream=stream, head=m.head, **m.settings)
+    if m.weights:
+        from safetensors.torch import load_file
+        weights = load_file(m.weights)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise PalimpsestError(f"the weights in {m.weights} do not fit model {m.name!r}",
+                                  expected="parameter names of the model", got=sorted(unexpected)[:5],
+                                  fix="save the weights from the same model (model.state_dict())")
+    if m.freeze:
+        freeze(model, m.freeze)
+    return strategy.prepare(model)
+
+
+def model_checkpoint(model: nn.Module) -> dict:
+    """What a model checkpoint holds: the whole state, or only the trainable part plus the digest
+    of the frozen base when some parameters are frozen."""
+    digest = frozen_digest(model)
+    if digest is None:
+        return {"model": model.state_dict()}
+    return {"model": trainable_state(model), "frozen_digest": digest}
+
+
+def load_model_checkpoint(model: nn.Module, saved: dict, path) -> None:
+    """Load a checkpoint written by `model_checkpoint` into a freshly built model of the same spec."""
+    digest = saved.get("frozen_digest")
+    if digest is None:
+        model.load_state_dict(saved["model"])
+        return
+    now = frozen_digest(model)
+    if now != digest:
+        raise PalimpsestError(f"{path} holds the trainable part of a model whose frozen base differs from this one",
+                              expected=f"frozen base digest {digest}", got=now,
+                              fix="build the model from the same weights file (model.weights) it was trained on")
+    missing, unexpected = model.load_state_dict(saved["model"], strict=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise PalimpsestError(f"{path} does not fit the model", expected="its trainable parameters and buffers",
+                              got=f"missing {sorted(set(missing) - frozen)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+def _evaluate(model, stream, training, device, initial: bool):
+    if initial:
+        # The untrained reference is a random classifier over every class (GEM's b_j), not a
+        # model that may predict nothing yet.
+        active = model.active.clone()
+        model.active.fill_(True)
+        ev = evaluate_stream(model, stream, training.eval_batch_size, device)
+        model.active.copy_(active)
+        return ev
+    return evaluate_stream(model, stream, training.eval_batch_size, device)
+
+
+@KINDS.register("learn", summary="continual learning: strategies x seeds on a stream of experiences")
+class LearnKind(ExperimentKind):
+    name = "learn"
+    Spec = LearnSpec
+    tables = ("strategy_summary",)
+    figures = ("accuracy_heatmaps", "accuracy_curves", "metric_bars", "task_accuracy_heatmaps")
+
+    def __init__(self) -> None:
+        self._streams: dict[tuple, Stream] = {}
+
+    def problems(self, data: dict) -> list[str]:
+        from pathlib import Path
+        problems: list[str] = []
+
+        def section(key: str) -> dict:
+            value = data.get(key)
+            return value if isinstance(value, dict) else {}
+
+        from ..spec import known
+        b, training = section("benchmark"), section("training")
+        dataset = b.get("dataset", BenchmarkSpec.model_fields["dataset"].default)
+        if known(DATASETS, dataset, "benchmark.dataset", problems):
+            n_classes = DATASETS.get(dataset).meta.get("n_classes")
+            order, n_exp = b.get("class_order"), b.get("n_experiences", BenchmarkSpec.model_fields["n_experiences"].default)
+            if n_classes and b.get("scenario", "class") in ("class", "task") and isinstance(n_exp, int):
+                n_order = len(order) if isinstance(order, list) and order else n_classes
+                if n_exp > n_order:
+                    problems.append(f"benchmark.n_experiences: expected at most {n_order} (one class per experience "
+                                    f"at least), got {n_exp}")
+            if n_classes and isinstance(order, list):
+                bad = [c for c in order if not isinstance(c, int) or not 0 <= c < n_classes]
+                if bad:
+                    problems.append(f"benchmark.class_order: expected class ids in [0, {n_classes}), got {bad}")
+        root = b.get("root")
+        if isinstance(root, str) and not Path(root).expanduser().exists():
+            problems.append(f"benchmark.root: expected an existing path, got {root!r}; fix the path or leave it "
+                            f"out to use the dataset's default location")
+        epochs = training.get("epochs", 1)
+        if b.get("online_batch_size") and isinstance(epochs, int) and epochs != 1:
+            problems.append(f"training.epochs: expected 1 in an online scenario (single pass), got {epochs}")
+        problems += model_problems(data.get("model"), "model")
+        strategies = data.get("strategies")
+        problems += strategy_problems(strategies, "strategies", str(dataset), str(b.get("scenario", "class")))
+        for i, s in enumerate(strategies if isinstance(strategies, list) else []):
+            if isinstance(s, dict) and isinstance(s.get("training"), dict) and s["training"]:
+                from pydantic import ValidationError
+
+                from ...core.config import pydantic_problems
+                try:
+                    TrainingConfig(**{**training, **s["training"]})
+                except ValidationError as err:
+                    problems += [p for p in pydantic_problems(err, f"strategies.{i}.training")
+                                 if p.split(":")[0].split(".")[-1] in s["training"]]
+        return problems
+
+    def describe(self, spec: LearnSpec) -> str:
+        return (f"{len(spec.strategies)} strategies x {len(spec.seeds)} seeds on {spec.benchmark.dataset}, "
+                f"{spec.benchmark.scenario}-incremental")
+
+    def jobs(self, spec: LearnSpec) -> list[Job]:
+        return [Job(f"{s.display}/seed{seed}", seed, {"label": s.display}) for seed in spec.seeds
+                for s in spec.strategies]
+
+    def stream(self, spec: LearnSpec, seed: int) -> Stream:
+        key = (spec.benchmark.model_dump_json(), seed)
+        if key not in self._streams:
+            self._streams = {key: build_stream(spec.benchmark, seed)}  # keep one in memory
+        return self._streams[key]
+
+    # -- runner side: what a job needs from the store -------------------------------------------
+    def pending(self, spec, exp_id, job, db):
+        run_id = job_id(exp_id, job)
+        run = db.run(run_id)
+        if run is not None and run["status"] == "finished":
+            return None
+        steps = db.steps(run_id) if run is not None else []
+        done = [s for s in steps if s["step"] != INITIAL_STEP]
+        return {"run": run, "done": done, "initial_done": any(s["step"] == INITIAL_STEP for s in steps),
+                "folder": run["folder"] if run is not None else None,
+                "state_format": run["state_format"] if run is not None else 2}
+
+    # -- the job ---------------------------------------------------------------------------------
+    def run_job(self, spec: LearnSpec, exp_id: str, job: Job, state: dict, outbox: Outbox) -> None:
+        s = spec.strategy(job.info["label"])
+        seed, run_id = job.seed, job_id(exp_id, job)
+        training = spec.training_for(s)
+        stream = self.stream(spec, seed)
+        strategy = strategy_from_spec(s, spec.benchmark)
+        strategy.check_stream(stream)
+        strategy.check_training(training)
+        schedule = strategy.schedule(stream)
+        device = pick_device(training.device)
+        seed_everything(derive_seed(seed, "init"))
+        model = build_model(spec.model, stream, strategy).to(device)
+        optimizer = build_optimizer(strategy.parameters(model), training)
+        ctx = TrainContext(model, optimizer, stream, training, device, seed)
+        strategy.setup(ctx)
+        if state["run"] is None:
+            digest = stream.digest()
+            test = outbox.save_shared_arrays(f"streams/{digest}/test.npz", **_test_labels(stream))
+            outbox.emit("stream", digest=digest, description=stream.describe(), test_path=test,
+                        train_data=[(pos, e.task_id, e.split, e.indices.tolist()) for pos, e in enumerate(stream.train)])
+            outbox.emit("run_start", run_id=run_id, experiment_id=exp_id, label=s.display, strategy=s.name,
+                        settings=strategy.settings(), training=training.model_dump(), seed=seed, stream_digest=digest,
+                        schedule=schedule, folder=outbox.folder)
+        done = {d["step"]: d for d in state["done"]}
+        models = [d["model_path"] for d in state["done"] if d["model_path"]]
+        states = [d["state_path"] for d in state["done"] if d["state_path"]]
+        if done:
+            last = done[max(done)]
+            saved = load_state(outbox.root / last["model_path"])
+            load_model_checkpoint(model, saved, last["model_path"])
+            resume = load_state(outbox.root / last["state_path"])
+            optimizer.load_state_dict(resume["optimizer"])
+            strategy_state = resume["strategy"]
+            if state["state_format"] < 2:
+                strategy_state = type(strategy).upgrade_state(strategy_state, state["state_format"])
+            strategy.load_state_dict(strategy_state)
+            # draws a strategy makes from the global generator continue as if never interrupted
+            torch.set_rng_state(resume["torch_rng"])
+        elif not state["initial_done"]:
+            self._store_step(outbox, run_id, INITIAL_STEP, [], _evaluate(model, stream, training, device, True), {},
+                             None, None)
+        outbox.event("start", label=f"{s.display} seed {seed}", total=len(schedule), completed=len(done))
+        outbox.emit("run_status", run_id=run_id, status="running")
+        try:
+            for k, exp_ids in enumerate(schedule):
+                if k in done:
+                    continue
+                ctx.step = k
+                if training.reset_optimizer:
+                    optimizer.state.clear()
+                stats = train_step(ctx, strategy, merge([stream.train[i] for i in exp_ids]))
+                model_path = outbox.save_state(f"model_step{k}.safetensors", model_checkpoint(model))
+                state_path = outbox.save_state(f"state_step{k}.safetensors", {
+                    "step": k, "optimizer": optimizer.state_dict(), "strategy": strategy.state_dict(),
+                    "torch_rng": torch.get_rng_state()})
+                tasks = sorted({stream.train[i].task_id for i in exp_ids})
+                ev = _evaluate(strategy.eval_model(model), stream, training, device, False)
+                pruned_models = models if spec.checkpoints.models != "all" else []
+                pruned_states = states[:-1]   # keep the previous state as a fall-back
+                self._store_step(outbox, run_id, k, tasks, ev, {"train_seconds": stats.seconds,
+                                 "mean_loss": stats.mean_loss, "n_examples": stats.n_examples},
+                                 model_path, state_path, pruned_models, pruned_states)
+                outbox.remove(*pruned_models, *pruned_states)
+                models = [m for m in models if m not in pruned_models] + [model_path]
+                states = [x for x in states if x not in pruned_states] + [state_path]
+                outbox.event("step", run_id=run_id, step=k)
+        except KeyboardInterrupt:
+            outbox.emit("run_status", run_id=run_id, status="interrupted")
+            raise
+        except BaseException:
+            outbox.emit("run_status", run_id=run_id, status="failed", error=traceback.format_exc(limit=5))
+            raise
+        dropped = models if spec.checkpoints.models == "none" else []
+        outbox.emit("run_finish", run_id=run_id, metrics={}, dropped_models=tuple(dropped))
+        outbox.remove(*states, *dropped)
+
+    @staticmethod
+    def _store_step(outbox, run_id, step, tasks, ev, stats, model_path, state_path, pruned_models=(),
+                    pruned_states=()) -> None:
+        predictions = outbox.save_arrays(f"predictions_step{step}.npz", **{
+            "class": ev.class_pred.astype(np.int32), "task": ev.task_pred.astype(np.int32)})
+        outbox.emit("step", run_id=run_id, step=step, tasks=tasks, stats=dict(stats, eval_seconds=ev.seconds),
+                    accuracy={"class": ev.accuracy("class").tolist(), "task": ev.accuracy("task").tolist()},
+                    predictions_path=predictions, model_path=model_path, state_path=state_path,
+                    pruned_models=tuple(pruned_models), pruned_states=tuple(pruned_states))
+
+    # -- runner side, after jobs ------------------------------------------------------------------
+    def job_done(self, spec, exp_id, job, db: ResultsDB, emit) -> None:
+        run_id = job_id(exp_id, job)
+        emit({"type": "metrics", "run_id": run_id, "metrics": compute_metrics(db.record(run_id))})
+
+    def finish(self, spec, exp_id, db: ResultsDB, emit) -> None:
+        compute_experiment_metrics(db, exp_id, emit)
+
+    def summarize(self, db, exp_id):
+        from ..summary import summarize_runs
+        return summarize_runs(db, exp_id)
+
+
+def _test_labels(stream: Stream) -> dict[str, np.ndarray]:
+    targets = np.concatenate([e.targets.numpy() for e in stream.test]).astype(np.int32)
+    test_task = np.concatenate([np.full(len(e), e.task_id) for e in stream.test]).astype(np.int32)
+    return {"targets": targets, "test_task": test_task}
+
+
+def compute_experiment_metrics(db: ResultsDB, exp_id: str, emit) -> None:
+    """(Re)compute every finished run's metrics from stored results; forward transfer uses the
+    from_scratch run of the same seed when the experiment has one."""
+    runs = [r for r in db.runs(exp_id) if r["status"] == "finished"]
+    references = {}
+    for r in runs:
+        if r["strategy"] == "from_scratch":
+            rec = db.record(r["id"])
+            references[r["seed"]] = {v: np.diag(rec.acc[v]) for v in rec.acc if rec.acc[v].shape[0] == rec.acc[v].shape[1]}
+    for r in runs:
+        rec = db.record(r["id"])
+        rec.reference = references.get(r["seed"])
+        emit({"type": "metrics", "run_id": r["id"], "metrics": compute_metrics(rec)})
+
+
+def rebuild_model(run: dict, spec_yaml: str, path) -> nn.Module:
+    """The model a stored run saved at `path`, rebuilt from the run's spec and strategy (which may
+    have wrapped it, e.g. with LoRA adapters) and loaded, in eval mode. Reads no database."""
+    import yaml
+
+    from ..spec import parse_spec
+    spec = parse_spec(yaml.safe_load(spec_yaml), "stored spec")
+    stream_info = json.loads(run["stream_json"])
+    m = spec.model
+    model = create_model(m.name, tuple(stream_info["input_shape"]), stream_info["n_classes"], head=m.head,
+                         task_classes=[tuple(c) for c in stream_info["task_classes"]], **m.settings)
+    if m.weights:
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(m.weights), strict=False)
+    if m.freeze:
+        freeze(model, m.freeze)
+    model = strategy_from_run(run).prepare(model)
+    load_model_checkpoint(model, load_state(path), path)
+    return model.eval()
+
+
+def load_model(root, run_id: str, step: int | None = None):
+    """The model of `run_id` after training step `step` (default: the last), with the spec and
+    the stream description that trained it (class order, tasks, train indices per experience)."""
+    import yaml
+
+    from ..spec import parse_spec
+    with ResultsDB(root, create=False) as db:
+        run = db.run(run_id)
+        if run is None:
+            db.record(run_id)  # raises the clear not-found error
+        steps = [s for s in db.steps(run_id) if s["step"] != INITIAL_STEP]
+        if not steps:
+            raise PalimpsestError(f"run {run_id} has no finished step yet", expected="a run with stored steps",
+                                  got=run["status"], fix="wait for the run, or resume it with `palimpsest run SPEC --resume`")
+        chosen = steps[-1] if step is None else next((s for s in steps if s["step"] == step), None)
+        if chosen is None:
+            raise PalimpsestError(f"run {run_id} has no step {step}", expected=f"a step in 0..{steps[-1]['step']}",
+                                  got=step)
+        path = db.file(chosen["model_path"])
+        if path is None or not path.is_file():
+            kept = [s["step"] for s in steps if s["model_path"] and db.file(s["model_path"]).is_file()]
+            raise PalimpsestError(f"run {run_id} kept no model for step {chosen['step']}",
+                                  expected=f"a step whose model was kept: {kept or 'none'}",
+                                  got=chosen["step"], fix="the spec's checkpoint policy decides what is kept; use "
+                                  "`checkpoints: {models: all}` to keep every step's model")
+        exp = db.experiment(run["experiment_id"])
+        model = rebuild_model(run, exp["spec_yaml"], path)
+        return model, {"spec": parse_spec(yaml.safe_load(exp["spec_yaml"]), "stored spec"), "run": run,
+                       "stream": json.loads(run["stream_json"]), "step": chosen["step"],
+                       "train_data": db.train_indices(run_id)}
+
+
+ExperimentSpec = LearnSpec  # the name of palimpsest 0.1.0
+
+__all__ = ["BenchmarkSpec", "ExperimentSpec", "LearnKind", "LearnSpec", "RecurrenceSpec", "build_model",
+           "build_stream", "compute_experiment_metrics", "load_model", "load_model_checkpoint", "make_strategy",
+           "model_checkpoint", "rebuild_model", "strategy_from_run", "strategy_from_spec"]
