@@ -59,3 +59,31 @@ def test_fixed_seed_is_deterministic(name, digits, digits_tensors, trained_digit
     b = run(name, digits, digits_tensors, trained_digits)
     for p, q in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_steps_return_the_model_unchanged(name, digits, digits_tensors, trained_digits):
+    """Every unlearner declares the settings under which it takes no step (None for exact methods,
+    which rebuild the model); under them the model comes back bit for bit."""
+    cls = UNLEARNERS.get(name).obj
+    if cls.zero_steps is None:
+        assert cls.exact, f"{name} declares no zero-step setting but is not exact"
+        return
+    _, data, ctx = unlearning_setup(digits, digits_tensors, REQUEST, cls.reads)
+    model = pickle_copy(trained_digits)
+    out, report = UNLEARNERS.create(name, **cls.zero_steps).unlearn(model, data, ctx)
+    for (k, a), b in zip(trained_digits.state_dict().items(), out.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert isinstance(report, dict)
+
+
+def test_a_split_read_at_the_indices_level_serves_no_examples(digits, digits_tensors):
+    from palimpsest.core.errors import LeakageError
+    _, data, _ = unlearning_setup(digits, digits_tensors, REQUEST, {"forget": "indices", "retain": "labels"})
+    forget, retain = data.forget(), data.retain()
+    assert len(forget.indices) == data.n_forget and len(retain.targets) == data.n_retain
+    with pytest.raises(LeakageError, match="read the inputs of the forget set"):
+        forget.inputs
+    with pytest.raises(LeakageError, match="read the inputs of the retain set"):
+        retain.inputs
+    assert UNLEARNERS.get("sisa").obj.declared()["forget"] == "indices"   # SISA needs only which points go

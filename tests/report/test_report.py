@@ -222,3 +222,27 @@ def test_unlearning_table_keeps_the_key_columns_in_a_narrow_terminal():
     assert len(wide.columns) == 3 + len(COLUMNS)
     assert [c.header for c in narrow.columns] == ["Method", "Seeds", "Forget", "Test\nother", "Gap ↓", "CPU\nspeed-up"]
     assert "classes [3]" in narrow.title and "Narrow terminal" in narrow.caption
+
+
+def test_the_terminal_table_fits_80_columns_without_clipping(tmp_path):
+    """Headers and numbers stay whole in an 80-column terminal: columns that do not fit are left out
+    (and named under the table), never cut to "Fin… cla…"."""
+    import io
+
+    from rich.console import Console
+
+    from palimpsest.report.table import render_table
+    from palimpsest.run import parse_spec, run_experiment
+    from palimpsest.run.summary import summarize_runs
+
+    from ..conftest import tiny_spec
+    exp = run_experiment(parse_spec(tiny_spec(strategies=["naive", "from_scratch", "joint"], seeds=[0, 1])),
+                         root=tmp_path, progress=False)
+    from palimpsest.run import ResultsDB
+    summary = summarize_runs(ResultsDB(tmp_path), exp)
+    buffer = io.StringIO()
+    render_table(summary, Console(file=buffer, width=80, color_system=None))
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text and "Final acc" in text and "class-IL" in text and "from_scratch" in text
+    assert "more column(s) in the HTML report" in text

@@ -142,3 +142,23 @@ def test_resume_skips_finished_requests_without_rebuilding_them(tmp_path, monkey
     Writer(ResultsDB(tmp_path)).experiment_status(exp, "failed")  # as if a later seed had crashed
     monkeypatch.setattr(UnlearnKind, "_reference", lambda *a, **k: pytest.fail("rebuilt a finished request"))
     assert run_unlearning(spec, root=tmp_path, resume=True, progress=False) == exp
+
+
+def test_the_ledger_keeps_each_methods_report_and_outputs_the_audit_is_recomputed_from(tmp_path):
+    from palimpsest.evaluate.unlearning import audit_from_outputs
+    from palimpsest.forget.request import resolve
+    from palimpsest.run.kinds.unlearn import load_training_data
+    from palimpsest.run.store.files import load_arrays
+    spec = tiny(methods=["retrain", "ssd"], audits={"reference_mia": {"n_models": 2}, "relearn": {"steps": 3}})
+    exp = run_unlearning(spec, root=tmp_path, progress=False)
+    db = ResultsDB(tmp_path)
+    entries = {e["label"]: e for e in db.ledger(exp)}
+    assert entries["ssd"]["report"]["alpha"] > 0 and "dampened" in entries["ssd"]["report"]   # SSD's chosen alpha
+    data = load_training_data(spec.train)
+    split = resolve(spec.forget[0], data.y_train.numpy(), data.n_classes)
+    reference = entries["retrain"]["audit"]
+    mia = load_arrays(next((tmp_path / "jobs").glob("*/mia.npz")))
+    outputs = load_arrays(db.file(entries["ssd"]["outputs_path"]))
+    again = audit_from_outputs(outputs, split, spec.audits, reference, mia, seed=0)
+    stored = entries["ssd"]["audit"]
+    assert again == {k: stored[k] for k in again}

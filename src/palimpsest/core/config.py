@@ -16,6 +16,36 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def since(version: str) -> dict:
+    """Mark a field added after palimpsest 0.1.0: `Field(..., json_schema_extra=since("0.2"))`. While
+    such a field keeps its default it is left out of `identity`, so specs that do not use it keep the
+    digests (and the cache keys of their models) they had before it existed."""
+    return {"since": version}
+
+
+def identity(model: BaseModel) -> dict[str, Any]:
+    """The JSON form of a settings model for digests: every field, except fields marked with `since`
+    that still hold their default (recursively)."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if "since" in extra and not info.is_required() and value == info.get_default(call_default_factory=True):
+            continue
+        out[name] = _identity_value(value)
+    return out
+
+
+def _identity_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return identity(value)
+    if isinstance(value, (list, tuple)):
+        return [_identity_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _identity_value(v) for k, v in value.items()}
+    return value
+
+
 def _expected(err: dict) -> str:
     ctx = err.get("ctx") or {}
     kind = err.get("type", "")

@@ -18,7 +18,7 @@ import torch
 from ..core.errors import ConfigError
 from ..core.seeding import derive_seed
 from .base import ArrayDataset
-from .batch import INPUT_KEYS, TARGET_KEYS, Batch
+from .batch import INPUT_KEYS, TARGET_KEYS, Batch, LabelFreeBatch
 
 SCENARIO_KINDS = ("class", "task", "domain")
 
@@ -70,6 +70,7 @@ class Experience:
     indices: np.ndarray
     split: str = "train"
     example_tasks: torch.Tensor | None = None
+    labels_withheld: bool = False
 
     def __post_init__(self) -> None:
         self.indices.setflags(write=False)
@@ -103,7 +104,15 @@ class Experience:
 
     @property
     def targets(self) -> torch.Tensor:
+        if self.labels_withheld:
+            LabelFreeBatch()._no_labels("targets")
         return self.field(_first_field(self.source.fields, TARGET_KEYS, "targets"))
+
+    def without_labels(self) -> Experience:
+        """The same examples with their labels withheld (what a label-free method is handed): its
+        batches are LabelFreeBatch and asking for its targets raises a LeakageError."""
+        source = TensorSource({k: v for k, v in self.source.fields.items() if k not in TARGET_KEYS})
+        return replace(self, source=source, labels_withheld=True)
 
     @property
     def task_ids(self) -> torch.Tensor:
@@ -121,7 +130,7 @@ class Experience:
         batch["task_ids"] = (self.task_ids if task_ids is None else task_ids)[positions]
         if device is not None:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        return Batch(batch)
+        return LabelFreeBatch(batch) if self.labels_withheld else Batch(batch)
 
     def subset(self, positions: np.ndarray, split: str | None = None) -> Experience:
         """The rows at `positions` (among this experience's rows), in that order."""
@@ -311,16 +320,30 @@ def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return out + background
 
 
+def _noise(x: torch.Tensor, std: float, seed: int) -> torch.Tensor:
+    """x plus Gaussian noise of standard deviation `std` (in the inputs' standardised units),
+    drawn from `seed`: the same noise every time (a corruption, as in CIFAR-10-C)."""
+    if std == 0:
+        return x
+    g = torch.Generator().manual_seed(seed)
+    return x + std * torch.randn(x.shape, generator=g)
+
+
+DOMAIN_TRANSFORMS = ("permutation", "rotation", "noise")
+
+
 def domain_incremental(data: ArrayDataset, n_experiences: int, transform: str = "permutation",
                        seed: int = 0, keep_first: bool = False, max_degrees: float = 180.0,
-                       validation_fraction: float = 0.0) -> Stream:
+                       validation_fraction: float = 0.0, max_noise: float = 1.0) -> Stream:
     """Same classes in every experience, a different input distribution in each: a fixed random
-    pixel permutation per experience (permuted MNIST, Goodfellow et al. 2013) or a rotation by
-    evenly spaced angles in [0, max_degrees)."""
+    pixel permutation per experience (permuted MNIST, Goodfellow et al. 2013), a rotation by
+    evenly spaced angles in [0, max_degrees), or additive Gaussian noise whose standard deviation
+    grows evenly from 0 (the clean first domain) to `max_noise`."""
     if n_experiences < 1:
         raise ConfigError("n_experiences must be at least 1", expected="an integer >= 1", got=n_experiences)
-    if transform not in ("permutation", "rotation"):
-        raise ConfigError("unknown domain transform", expected="'permutation' or 'rotation'", got=transform)
+    if transform not in DOMAIN_TRANSFORMS:
+        raise ConfigError("unknown domain transform", expected=" or ".join(repr(t) for t in DOMAIN_TRANSFORMS),
+                          got=transform)
     d = int(np.prod(data.input_shape))
     classes = tuple(range(data.n_classes))
     xtr, xte = _tensor(data.x_train), _tensor(data.x_test)
@@ -334,10 +357,14 @@ def domain_incremental(data: ArrayDataset, n_experiences: int, transform: str = 
                 perm = torch.from_numpy(np.random.default_rng(derive_seed("perm", seed, t)).permutation(d))
             f = lambda x, p=perm: x.reshape(len(x), -1)[:, p].reshape(x.shape)  # noqa: E731
             params.append({"permutation_seed": derive_seed("perm", seed, t) if not (keep_first and t == 0) else None})
-        else:
+        elif transform == "rotation":
             deg = max_degrees * t / n_experiences
             f = lambda x, a=deg: _rotate(x, a)  # noqa: E731
             params.append({"degrees": deg})
+        else:
+            std = max_noise * t / max(n_experiences - 1, 1)
+            f = lambda x, s=std, k=t: _noise(x, s, derive_seed("noise", seed, k, len(x)))  # noqa: E731
+            params.append({"noise_std": std})
         train.append(Experience.from_tensors(f(xtr), ytr, t, classes, np.arange(len(ytr)), "train"))
         test.append(Experience.from_tensors(f(xte), yte, t, classes, np.arange(len(yte)), "test"))
     train_t, valid = _with_validation(train, validation_fraction, seed)

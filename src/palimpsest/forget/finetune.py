@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ..core.config import Settings
 from ..core.registry import UNLEARNERS
-from ..learn.trainer import fit
+from ..train.fit import fit
 from .base import Unlearned, Unlearner
 from .common import recipe_with
 

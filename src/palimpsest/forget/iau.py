@@ -80,7 +80,7 @@ def train_with_gradient_restriction(model: nn.Module, inputs: torch.Tensor, targ
                                     seed: int, alpha: float = 0.005, device: torch.device | str = "cpu"):
     """Train the original model with IAU's gradient-restriction loss and the given recipe (about
     2-3x the cost of plain training: every step back-propagates twice)."""
-    from ..learn.trainer import fit
+    from ..train.fit import fit
     return fit(model, inputs, targets, training, seed, device, loss_fn=gradient_restriction_loss(model, alpha),
                stage="fit")
 

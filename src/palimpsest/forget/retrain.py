@@ -1,6 +1,6 @@
 from ..core.registry import UNLEARNERS
 from ..core.seeding import derive_seed
-from ..learn.trainer import fit
+from ..train.fit import fit
 from .base import Unlearned, Unlearner
 
 

@@ -49,7 +49,7 @@ from ..core.config import Settings
 from ..core.errors import ConfigError
 from ..core.registry import UNLEARNERS
 from ..core.seeding import derive_seed
-from ..learn.trainer import fit
+from ..train.fit import fit
 from .base import Unlearned, Unlearner
 
 Aggregation = Literal["vote", "mean_softmax"]

@@ -103,6 +103,11 @@ class Strategy:
     # False when a step hook reads its batch (replay, path integrals, projections): with gradient
     # accumulation the step hooks see only the last micro-batch, so such strategies refuse it.
     accumulation_safe: ClassVar[bool] = True
+    # True for methods that never read labels (test-time adaptation); only these run in `kind: adapt`,
+    # which hands them data with the labels withheld.
+    label_free: ClassVar[bool] = False
+    # What the model must have (e.g. {"batchnorm"}); the conformance suite builds a model that has it.
+    model_requirements: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **settings: Any) -> None:
         self.config = validate(self.Config, settings, f"strategy {self.name!r}")
@@ -234,6 +239,7 @@ class Composite(Strategy):
         self.name = "+".join(m.name for m in self.members)
         self.unsupported = frozenset().union(*(m.unsupported for m in self.members))
         self.accumulation_safe = all(m.accumulation_safe for m in self.members)
+        self.label_free = all(m.label_free for m in self.members)
 
     def prepare(self, model):
         for m in self.members:

@@ -82,11 +82,21 @@ class CausalLMAdapter(ModelAdapter):
         return ModelOutput(out.logits)
 
     def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
-        from ..train.losses import shifted_cross_entropy
         labels = batch.get("labels", batch.get("targets"))
         if labels is None:
             labels = batch["input_ids"]
         return shifted_cross_entropy(output.logits, labels)
+
+
+IGNORE_INDEX = -100
+
+
+def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy: position t predicts labels[t + 1]; labels of -100 are ignored
+    (Hugging Face's convention, so the two agree)."""
+    vocab = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE_INDEX)
 
 
 def adapter_for(model: nn.Module, use_task_ids: bool = False) -> ModelAdapter:
@@ -115,4 +125,4 @@ def freeze(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
     return frozen
 
 
-__all__ = ["CausalLMAdapter", "ClassifierAdapter", "ModelAdapter", "ModelOutput", "adapter_for", "freeze"]
+__all__ = ["IGNORE_INDEX", "CausalLMAdapter", "ClassifierAdapter", "ModelAdapter", "ModelOutput", "adapter_for", "freeze", "shifted_cross_entropy"]

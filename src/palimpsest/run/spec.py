@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from ..core.config import Settings, pydantic_problems
+from ..core.config import Settings, identity, pydantic_problems, since
 from ..core.errors import PalimpsestError, SpecError
 from ..core.registry import KINDS, MODELS, STRATEGIES
 
@@ -56,9 +56,9 @@ class ModelSpec(Settings):
     name: str = "mlp"
     head: Literal["single", "multi"] = "single"
     settings: dict[str, Any] = Field(default_factory=dict)
-    freeze: list[str] = Field(default_factory=list, description="parameter-name prefixes to freeze, e.g. "
+    freeze: list[str] = Field(default_factory=list, json_schema_extra=since("0.2"), description="parameter-name prefixes to freeze, e.g. "
                               "[backbone] for a frozen encoder")
-    weights: str | None = Field(None, description="a safetensors file of initial weights (e.g. a pretrained "
+    weights: str | None = Field(None, json_schema_extra=since("0.2"), description="a safetensors file of initial weights (e.g. a pretrained "
                                 "encoder); the entries it holds replace the initialised ones")
 
 
@@ -73,7 +73,7 @@ class StrategySpec(Settings):
                               "(joined with its plug-ins' names)")
     settings: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="overrides of the shared training settings")
-    plus: list[PluginSpec] = Field(default_factory=list, description="strategies composed as plug-ins: their hooks "
+    plus: list[PluginSpec] = Field(default_factory=list, json_schema_extra=since("0.2"), description="strategies composed as plug-ins: their hooks "
                                    "run after this one's and their extra loss terms are added (e.g. [lwf])")
 
     @field_validator("plus", mode="before")
@@ -94,13 +94,15 @@ class SpecBase(Settings):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy, json_schema_extra=since("0.2"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """Identifies the spec (resume finds an unfinished experiment by it); fields added after 0.1.0
+        count only when set (core/config.py `identity`), so older specs keep their digests."""
+        return hashlib.sha256(json.dumps(identity(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def known(registry, name: Any, path: str, problems: list[str]) -> bool:

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..core.config import Settings
+from ..core.config import Settings, since
 
 
 class TrainingConfig(Settings):
@@ -30,22 +30,45 @@ class TrainingConfig(Settings):
     eval_batch_size: int = Field(2048, ge=1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     scheduler: Literal["constant", "cosine", "linear"] = Field(
-        "constant", description="learning rate over the optimizer steps of each training call (one experience, "
+        "constant", json_schema_extra=since("0.2"), description="learning rate over the optimizer steps of each training call (one experience, "
         "one fit): constant, cosine annealing to 0, or linear decay to 0")
-    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0 at the start of each "
+    warmup_steps: int = Field(0, ge=0, json_schema_extra=since("0.2"), description="optimizer steps of linear warm-up from 0 at the start of each "
                               "training call")
-    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value before "
+    grad_clip: float | None = Field(None, gt=0, json_schema_extra=since("0.2"), description="clip the global gradient norm to this value before "
                                     "each optimizer step (after every gradient hook); None: no clipping")
-    accumulation: int = Field(1, ge=1, description="micro-batches whose gradients are summed (each loss divided "
+    accumulation: int = Field(1, ge=1, json_schema_extra=since("0.2"), description="micro-batches whose gradients are summed (each loss divided "
                               "by this number) before one optimizer step")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="autocast dtype of the forward pass; fp16 also scales the loss with a GradScaler "
+        "fp32", json_schema_extra=since("0.2"), description="autocast dtype of the forward pass; fp16 also scales the loss with a GradScaler "
         "(gradient hooks run after unscaling)")
 
 
+class NoParameters:
+    """The optimizer of a method that trains no parameter (e.g. test-time normalisation statistics):
+    it holds nothing and a step does nothing."""
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+        self.param_groups: list = []
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self, closure=None) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"state": {}, "param_groups": []}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    """The optimizer of `cfg` over the parameters that require gradients."""
+    """The optimizer of `cfg` over the parameters that require gradients (`NoParameters` when none do)."""
     params = [p for p in params if p.requires_grad]
+    if not params:
+        return NoParameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -71,4 +94,4 @@ def uses_schedule(cfg: TrainingConfig) -> bool:
     return cfg.scheduler != "constant" or cfg.warmup_steps > 0
 
 
-__all__ = ["TrainingConfig", "build_optimizer", "schedule_factor", "uses_schedule"]
+__all__ = ["NoParameters", "TrainingConfig", "build_optimizer", "schedule_factor", "uses_schedule"]

@@ -3,16 +3,16 @@
 - `softened_kl`: KL(softmax(old/T) || softmax(new/T)), one softmax per group (distillation: LwF,
   SCRUB, iCaRL-style targets).
 - `masked_cross_entropy`: cross-entropy over a subset of classes (ER-ACE's asymmetric loss).
-- `shifted_cross_entropy`: next-token cross-entropy of a causal language model, ignoring -100.
+- `shifted_cross_entropy`: next-token cross-entropy of a causal language model, ignoring -100
+  (defined with the causal-LM adapter, models/adapters.py).
 """
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
+from ..models.adapters import IGNORE_INDEX, shifted_cross_entropy
 from ..models.heads import MASKED_LOGIT
-
-IGNORE_INDEX = -100
 
 
 def softened_kl(new: torch.Tensor, old: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -27,14 +27,6 @@ def softened_kl(new: torch.Tensor, old: torch.Tensor, temperature: float) -> tor
 def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Cross-entropy where only the classes in the bool mask `allowed` compete."""
     return F.cross_entropy(logits.masked_fill(~allowed, MASKED_LOGIT), targets)
-
-
-def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy: position t predicts labels[t + 1]; labels of -100 are ignored
-    (Hugging Face's convention, so the two agree)."""
-    vocab = logits.shape[-1]
-    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE_INDEX)
 
 
 __all__ = ["IGNORE_INDEX", "masked_cross_entropy", "shifted_cross_entropy", "softened_kl"]

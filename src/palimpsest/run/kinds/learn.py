@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from ...core.config import Settings
+from ...core.config import Settings, since
 from ...core.errors import PalimpsestError
 from ...core.registry import DATASETS, KINDS, STRATEGIES
 from ...core.seeding import derive_seed, pick_device, seed_everything
@@ -79,7 +79,7 @@ class BenchmarkSpec(Settings):
 
 
 class LearnSpec(SpecBase):
-    kind: Literal["learn"] = "learn"
+    kind: Literal["learn"] = Field("learn", json_schema_extra=since("0.2"))
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -288,16 +288,24 @@ class LearnKind(ExperimentKind):
     # -- the job ---------------------------------------------------------------------------------
     def run_job(self, spec: LearnSpec, exp_id: str, job: Job, state: dict, outbox: Outbox) -> None:
         s = spec.strategy(job.info["label"])
-        seed, run_id = job.seed, job_id(exp_id, job)
-        training = spec.training_for(s)
-        stream = self.stream(spec, seed)
+        stream = self.stream(spec, job.seed)
         strategy = strategy_from_spec(s, spec.benchmark)
+        self.train_run(spec, exp_id, job, state, outbox, s.display, s.name, strategy, stream, spec.training_for(s),
+                       lambda: build_model(spec.model, stream, strategy))
+
+    def train_run(self, spec, exp_id: str, job: Job, state: dict, outbox: Outbox, label: str, method: str,
+                  strategy: Strategy, stream: Stream, training: TrainingConfig, make_model,
+                  label_free: bool = False) -> None:
+        """Train one run through the stream's steps (see the module docstring); `make_model()` builds
+        the prepared model (under the run's initialisation seed); `label_free` withholds the labels
+        from the strategy."""
+        seed, run_id = job.seed, job_id(exp_id, job)
         strategy.check_stream(stream)
         strategy.check_training(training)
         schedule = strategy.schedule(stream)
         device = pick_device(training.device)
         seed_everything(derive_seed(seed, "init"))
-        model = build_model(spec.model, stream, strategy).to(device)
+        model = make_model().to(device)
         optimizer = build_optimizer(strategy.parameters(model), training)
         ctx = TrainContext(model, optimizer, stream, training, device, seed)
         strategy.setup(ctx)
@@ -306,7 +314,7 @@ class LearnKind(ExperimentKind):
             test = outbox.save_shared_arrays(f"streams/{digest}/test.npz", **_test_labels(stream))
             outbox.emit("stream", digest=digest, description=stream.describe(), test_path=test,
                         train_data=[(pos, e.task_id, e.split, e.indices.tolist()) for pos, e in enumerate(stream.train)])
-            outbox.emit("run_start", run_id=run_id, experiment_id=exp_id, label=s.display, strategy=s.name,
+            outbox.emit("run_start", run_id=run_id, experiment_id=exp_id, label=label, strategy=method,
                         settings=strategy.settings(), training=training.model_dump(), seed=seed, stream_digest=digest,
                         schedule=schedule, folder=outbox.folder)
         done = {d["step"]: d for d in state["done"]}
@@ -327,7 +335,7 @@ class LearnKind(ExperimentKind):
         elif not state["initial_done"]:
             self._store_step(outbox, run_id, INITIAL_STEP, [], _evaluate(model, stream, training, device, True), {},
                              None, None)
-        outbox.event("start", label=f"{s.display} seed {seed}", total=len(schedule), completed=len(done))
+        outbox.event("start", label=f"{label} seed {seed}", total=len(schedule), completed=len(done))
         outbox.emit("run_status", run_id=run_id, status="running")
         try:
             for k, exp_ids in enumerate(schedule):
@@ -336,7 +344,7 @@ class LearnKind(ExperimentKind):
                 ctx.step = k
                 if training.reset_optimizer:
                     optimizer.state.clear()
-                stats = train_step(ctx, strategy, merge([stream.train[i] for i in exp_ids]))
+                stats = train_step(ctx, strategy, merge([stream.train[i] for i in exp_ids]), label_free=label_free)
                 model_path = outbox.save_state(f"model_step{k}.safetensors", model_checkpoint(model))
                 state_path = outbox.save_state(f"state_step{k}.safetensors", {
                     "step": k, "optimizer": optimizer.state_dict(), "strategy": strategy.state_dict(),
@@ -384,6 +392,11 @@ class LearnKind(ExperimentKind):
         from ..summary import summarize_runs
         return summarize_runs(db, exp_id)
 
+    def base_weights(self, exp: dict, run: dict, db: ResultsDB) -> dict | None:
+        """Weights a run's model starts from before its strategy prepares it, beyond the spec's
+        `model.weights` (none for learning runs)."""
+        return None
+
 
 def _test_labels(stream: Stream) -> dict[str, np.ndarray]:
     targets = np.concatenate([e.targets.numpy() for e in stream.test]).astype(np.int32)
@@ -406,9 +419,10 @@ def compute_experiment_metrics(db: ResultsDB, exp_id: str, emit) -> None:
         emit({"type": "metrics", "run_id": r["id"], "metrics": compute_metrics(rec)})
 
 
-def rebuild_model(run: dict, spec_yaml: str, path) -> nn.Module:
+def rebuild_model(run: dict, spec_yaml: str, path, base: dict | None = None) -> nn.Module:
     """The model a stored run saved at `path`, rebuilt from the run's spec and strategy (which may
-    have wrapped it, e.g. with LoRA adapters) and loaded, in eval mode. Reads no database."""
+    have wrapped it, e.g. with LoRA adapters) and loaded, in eval mode. `base` are weights loaded
+    before the strategy prepares the model (an adaptation run's source model). Reads no database."""
     import yaml
 
     from ..spec import parse_spec
@@ -420,6 +434,8 @@ def rebuild_model(run: dict, spec_yaml: str, path) -> nn.Module:
     if m.weights:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(m.weights), strict=False)
+    if base is not None:
+        model.load_state_dict(base)
     if m.freeze:
         freeze(model, m.freeze)
     model = strategy_from_run(run).prepare(model)
@@ -453,7 +469,9 @@ def load_model(root, run_id: str, step: int | None = None):
                                   got=chosen["step"], fix="the spec's checkpoint policy decides what is kept; use "
                                   "`checkpoints: {models: all}` to keep every step's model")
         exp = db.experiment(run["experiment_id"])
-        model = rebuild_model(run, exp["spec_yaml"], path)
+        from ...core.registry import KINDS
+        kind = KINDS.get(exp["kind"]).obj()
+        model = rebuild_model(run, exp["spec_yaml"], path, kind.base_weights(exp, run, db))
         return model, {"spec": parse_spec(yaml.safe_load(exp["spec_yaml"]), "stored spec"), "run": run,
                        "stream": json.loads(run["stream_json"]), "step": chosen["step"],
                        "train_data": db.train_indices(run_id)}

@@ -31,7 +31,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ...core.config import Settings, pydantic_problems
+from ...core.config import Settings, identity, pydantic_problems, since
 from ...core.registry import DATASETS, KINDS, UNLEARNERS
 from ...core.seeding import derive_seed, pick_device, seed_everything
 from ...core.timing import Stopwatch
@@ -39,7 +39,7 @@ from ...data import datasets as _datasets
 from ...evaluate.unlearning import audit_from_outputs, collect_outputs, reference_mia_outputs
 from ...forget.base import UnlearnContext, UnlearningData
 from ...forget.request import ForgetRequest, ForgetSplit, resolve
-from ...learn.trainer import fit
+from ...train.fit import fit
 from ...models import create_model
 from ...train.config import TrainingConfig
 from ...train.snapshot import frozen_copy
@@ -98,15 +98,15 @@ class AuditSpec(Settings):
     reference_mia: ReferenceAttackSpec = Field(default_factory=ReferenceAttackSpec)
     relearn: RelearnSpec | None = None
     probe: bool = False
-    keep_outputs: bool = Field(True, description="store each audited model's per-example outputs (the audit is "
+    keep_outputs: bool = Field(True, json_schema_extra=since("0.2"), description="store each audited model's per-example outputs (the audit is "
                                "recomputable from them)")
 
 
 class UnlearnSpec(SpecBase):
-    kind: Literal["unlearn"] = "unlearn"
+    kind: Literal["unlearn"] = Field("unlearn", json_schema_extra=since("0.2"))
     name: str = Field("unlearning", pattern=r"^[A-Za-z0-9_.-]+$")
     train: OriginalSpec = Field(default_factory=OriginalSpec)
-    source: SourceSpec | None = None
+    source: SourceSpec | None = Field(None, json_schema_extra=since("0.2"))
     forget: list[ForgetRequest] = Field(..., min_length=1)
     methods: list[MethodSpec] = Field(..., min_length=1)
     audits: AuditSpec = Field(default_factory=AuditSpec)
@@ -129,7 +129,7 @@ class UnlearnSpec(SpecBase):
         """Identifies the original model: its training spec and seed (the retrain cache key's base)."""
         if self.source is not None:
             return hashlib.sha256(f"{self.source.run}@{self.source.step}".encode()).hexdigest()[:16]
-        payload = json.dumps({"train": self.train.model_dump(mode="json"), "seed": seed}, sort_keys=True)
+        payload = json.dumps({"train": identity(self.train), "seed": seed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def method_entries(self) -> list[tuple[str, str, dict]]:
@@ -297,6 +297,12 @@ class UnlearnKind(ExperimentKind):
         run = db.run(spec.source.run)
         if run is None:
             db.record(spec.source.run)   # raises the clear not-found error
+        source_kind = db.experiment(run["experiment_id"])["kind"]
+        if source_kind != "learn":
+            from ...core.errors import PalimpsestError
+            raise PalimpsestError(f"run {spec.source.run} is a {source_kind} run", expected="a learning run "
+                                  "(kind: learn) as the source of forget requests", got=source_kind,
+                                  fix="forget from a run of a learning experiment")
         steps = [s for s in db.steps(run["id"]) if s["step"] >= 0]
         step = spec.source.step if spec.source.step is not None else (steps[-1]["step"] if steps else None)
         chosen = next((s for s in steps if s["step"] == step), None)
