@@ -214,3 +214,13 @@ def test_a_job_never_touches_the_database(tmp_path):
     last = load_state(db.file(db.steps(f"exp/{job.key}")[-1]["model_path"]))["model"]
     assert all(torch.equal(v, last[k]) for k, v in load_model(tmp_path / "direct", f"{reference}/{job.key}")[0]
                .state_dict().items())
+
+
+def test_the_policy_can_keep_models_for_the_first_seed_only(tmp_path):
+    exp = run_experiment(parse_spec(tiny_spec(seeds=[3, 1], checkpoints={"models": "last", "seeds": "first"})),
+                         root=tmp_path, progress=False)
+    assert list((tmp_path / job_folder(f"{exp}/naive/seed3")).glob("model_step*.safetensors"))
+    assert not list((tmp_path / job_folder(f"{exp}/naive/seed1")).glob("*.safetensors"))
+    with pytest.raises(PalimpsestError, match="kept no model"):
+        load_model(tmp_path, f"{exp}/naive/seed1")
+    assert ResultsDB(tmp_path).record(f"{exp}/naive/seed1").predictions is not None   # its numbers are all there

@@ -50,6 +50,12 @@ class CheckpointPolicy(Settings):
     models: Literal["last", "all", "none"] = Field(
         "last", description="models kept after a run: the last step's (default; what `load_model` and "
         "`palimpsest forget` read), every step's, or none")
+    seeds: Literal["all", "first"] = Field(
+        "all", description="whose models are kept: every seed's runs (default), or only the runs of the first "
+        "seed listed (enough to inspect or forget from; every seed's numbers are stored either way)")
+
+    def keeps_models(self, seed: int, seeds: list[int]) -> bool:
+        return self.models != "none" and (self.seeds == "all" or seed == seeds[0])
 
 
 class ModelSpec(Settings):

@@ -366,7 +366,7 @@ class LearnKind(ExperimentKind):
         except BaseException:
             outbox.emit("run_status", run_id=run_id, status="failed", error=traceback.format_exc(limit=5))
             raise
-        dropped = models if spec.checkpoints.models == "none" else []
+        dropped = models if not spec.checkpoints.keeps_models(seed, spec.seeds) else []
         outbox.emit("run_finish", run_id=run_id, metrics={}, dropped_models=tuple(dropped))
         outbox.remove(*states, *dropped)
 
