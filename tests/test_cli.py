@@ -135,3 +135,15 @@ def test_forget_and_audit_a_stored_run(tmp_path):
     assert none.returncode == 2 and "exactly one of --classes, --fraction, --indices" in none.stderr
     unknown = cli("forget", run_id, "--classes", "3", "--method", "ssdd", "--root", "res", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown unlearner 'ssdd'" in unknown.stderr
+
+
+def test_a_rejected_forget_request_leaves_no_experiment_behind(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(strategies=["joint"])))
+    assert cli("run", str(spec), "--root", "res", "--no-progress", cwd=tmp_path).returncode == 0
+    from palimpsest.run import ResultsDB
+    db = ResultsDB(tmp_path / "res")
+    run_id = db.runs(db.experiments()[0]["id"])[0]["id"]
+    out = cli("forget", run_id, "--classes", "12", "--root", "res", cwd=tmp_path)
+    assert out.returncode == 2 and "classes the model does not have" in out.stderr
+    assert len(db.experiments()) == 1

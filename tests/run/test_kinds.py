@@ -76,3 +76,13 @@ def test_test_time_adaptation_runs_and_tent_moves_only_normalisation(tmp_path):
     assert (acc["source"] == acc["source"][0]).all()   # no adaptation: every row the same
     # on the noisiest domain, test-batch statistics help the source model
     assert acc["norm"][-1, -1] > acc["source"][-1, -1]
+
+
+def test_every_kind_names_registered_metrics_and_report_parts():
+    import palimpsest.report  # noqa: F401  (registers the report parts)
+    from palimpsest.core.registry import METRICS
+    from palimpsest.report.page import PARTS
+    for entry in KINDS.entries():
+        kind = entry.obj
+        assert all(m in METRICS for m in kind.metrics), entry.name
+        assert kind.tables and all(p in PARTS for p in kind.tables + kind.figures), entry.name

@@ -35,10 +35,12 @@ def collect_outputs(model, data, split, audits, seed: int = 0) -> dict[str, np.n
     """Everything the audits read of `model`, as arrays: "train.<key>" and "test.<key>" for the
     per-example outputs (pred, loss, correct_prob, entropy, targets), "relearn.accuracy" (when the
     spec asks for relearning) and "probe.pred" / "probe.targets" (a linear probe, for class requests)."""
-    train_out = model_outputs(model, data.x_train, data.y_train)
-    test_out = model_outputs(model, data.x_test, data.y_test)
-    out = {f"train.{k}": train_out[k] for k in KEPT}
-    out.update({f"test.{k}": test_out[k] for k in KEPT})
+    out = {}
+    for part, (x, y) in (("train", (data.x_train, data.y_train)), ("test", (data.x_test, data.y_test))):
+        outputs = model_outputs(model, x, y)
+        # class ids as int32; probabilities and losses stay float64, so a stored audit recomputes bit for bit
+        out.update({f"{part}.{k}": outputs[k].astype(np.int32) if k in ("pred", "targets") else outputs[k]
+                    for k in KEPT})
     if audits.relearn is not None:
         out["relearn.accuracy"] = _relearn_curve(model, data, split, audits.relearn, seed)
     if audits.probe and split.forget_classes:

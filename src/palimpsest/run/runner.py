@@ -51,6 +51,7 @@ class Runner:
 
     def run(self, resume: bool | str = False) -> str:
         configure_torch()
+        self.kind.preflight(self.spec, self.db)
         exp_id = self.start(resume)
         jobs = self.kind.jobs(self.spec)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -10,7 +10,8 @@
                                            files into its folder and records through the outbox
     finish(spec, exp_id, db, emit)         experiment-level results once every job is done
     summarize(db, exp_id)                  rows (per method, mean ± std over seeds) for tables
-    report                                 the names of the report's tables and figures it shows
+    metrics / tables / figures             names of the registered metrics it computes and of the
+                                           report parts it shows
 
 A kind is registered (`@KINDS.register("learn")`) and found by the spec's `kind:`; a new kind
 (language models, memory, federated) is one more module here, touching none of the others.
@@ -40,7 +41,8 @@ class Job:
 class ExperimentKind:
     name: ClassVar[str] = "kind"
     Spec: ClassVar[type[SpecBase]] = SpecBase
-    # names of registered report parts (report/registry.py): the kind says what its report shows
+    # names of registered metrics it computes, and of the report parts (report/page.py) its report shows
+    metrics: ClassVar[tuple[str, ...]] = ()
     tables: ClassVar[tuple[str, ...]] = ()
     figures: ClassVar[tuple[str, ...]] = ()
 
@@ -57,6 +59,10 @@ class ExperimentKind:
 
     def jobs(self, spec) -> list[Job]:
         raise NotImplementedError
+
+    def preflight(self, spec, db: ResultsDB) -> None:
+        """Checks that need data or the store, run before an experiment is recorded, so a spec that
+        cannot run fails with its error and leaves nothing behind (default: none)."""
 
     def pending(self, spec, exp_id: str, job: Job, db: ResultsDB) -> dict | None:
         raise NotImplementedError

@@ -26,7 +26,7 @@ from ...core.seeding import derive_seed, pick_device, seed_everything
 from ...data import datasets as _datasets
 from ...data.scenarios import Stream, class_incremental, domain_incremental, merge, online, recurring
 from ...evaluate.evaluator import evaluate_stream
-from ...evaluate.metrics import compute_metrics
+from ...evaluate.metrics import METRIC_NAMES, compute_metrics
 from ...learn.defaults import defaults_for
 from ...learn.strategy import Composite, Strategy, TrainContext
 from ...learn.trainer import train_step
@@ -208,6 +208,7 @@ def _evaluate(model, stream, training, device, initial: bool):
 class LearnKind(ExperimentKind):
     name = "learn"
     Spec = LearnSpec
+    metrics = METRIC_NAMES
     tables = ("strategy_summary",)
     figures = ("accuracy_heatmaps", "accuracy_curves", "metric_bars", "task_accuracy_heatmaps")
 
@@ -274,6 +275,16 @@ class LearnKind(ExperimentKind):
         return self._streams[key]
 
     # -- runner side: what a job needs from the store -------------------------------------------
+    def preflight(self, spec, db) -> None:
+        """Every strategy must support the stream and the training settings (first seed's stream)."""
+        stream = self.stream(spec, spec.seeds[0])
+        for s in spec.strategies:
+            strategy = make_strategy(s.name, s.settings, [p.model_dump() for p in s.plus],
+                                     getattr(getattr(spec, "benchmark", None), "dataset", ""),
+                                     getattr(getattr(spec, "benchmark", None), "scenario", ""))
+            strategy.check_stream(stream)
+            strategy.check_training(spec.training_for(s))
+
     def pending(self, spec, exp_id, job, db):
         run_id = job_id(exp_id, job)
         run = db.run(run_id)

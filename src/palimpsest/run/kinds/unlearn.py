@@ -197,6 +197,7 @@ def origin_from_run(run: dict, spec_yaml: str, step: int, key: str, source: str)
 class UnlearnKind(ExperimentKind):
     name = "unlearn"
     Spec = UnlearnSpec
+    metrics = ("unlearning_audit",)
     tables = ("unlearning_summary",)
     figures = ("unlearning_bars",)
 
@@ -265,6 +266,13 @@ class UnlearnKind(ExperimentKind):
         return f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}"
 
     # -- runner side --------------------------------------------------------------------------------
+    def preflight(self, spec: UnlearnSpec, db: ResultsDB) -> None:
+        """Every forget request must resolve on the original's training data (the classes exist, the
+        forget set is neither empty nor everything) before anything is recorded."""
+        origin = self.origin(spec, spec.seeds[0], {"origin": self._origin_state(spec, spec.seeds[0], db)})
+        for i in range(len(spec.forget)):
+            self._split(spec, origin, i)
+
     def pending(self, spec: UnlearnSpec, exp_id, job, db: ResultsDB):
         seed, role = job.seed, job.info["role"]
         state: dict[str, Any] = {"origin": self._origin_state(spec, seed, db)}
