@@ -16,7 +16,6 @@ them (TENT's paper uses BatchNorm networks; LayerNorm/GroupNorm variants exist b
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..core.config import Settings

@@ -7,7 +7,6 @@ import time
 import torch
 
 from ..core.seeding import generator
-from ..data.batch import Batch
 from ..data.scenarios import Experience, merge
 from ..train.batching import n_batches, shuffled_batches
 from ..train.fit import StepStats, fit

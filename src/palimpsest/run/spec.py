@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..core.config import Settings, identity, pydantic_problems, since
 from ..core.errors import PalimpsestError, SpecError
@@ -109,6 +109,25 @@ class SpecBase(Settings):
         """Identifies the spec (resume finds an unfinished experiment by it); fields added after 0.1.0
         count only when set (core/config.py `identity`), so older specs keep their digests."""
         return hashlib.sha256(json.dumps(identity(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class EntriesSpec(SpecBase):
+    """A spec with a list of named entries (strategies, methods): `- naive` is short for
+    `- {name: naive}`, and labels and seeds must be unique."""
+
+    entries_field: ClassVar[str] = "strategies"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        if isinstance(data, dict) and cls.entries_field in data:
+            data = {**data, cls.entries_field: names_to_entries(data[cls.entries_field])}
+        return data
+
+    @model_validator(mode="after")
+    def _labels_unique(self):
+        check_labels_and_seeds(self.entries_field, [e.display for e in getattr(self, self.entries_field)], self.seeds)
+        return self
 
 
 def known(registry, name: Any, path: str, problems: list[str]) -> bool:
@@ -208,5 +227,5 @@ def load_spec(path: str | Path) -> SpecBase:
     return parse_spec(data, str(p))
 
 
-__all__ = ["CheckpointPolicy", "ModelSpec", "PluginSpec", "SpecBase", "StrategySpec", "check_labels_and_seeds",
+__all__ = ["CheckpointPolicy", "EntriesSpec", "ModelSpec", "PluginSpec", "SpecBase", "StrategySpec", "check_labels_and_seeds",
            "load_spec", "model_problems", "names_to_entries", "parse_spec", "strategy_problems", "validate_spec"]

@@ -17,9 +17,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
-from ...core.config import Settings, since
+from ...core.config import Settings
 from ...core.registry import KINDS, STRATEGIES
 from ...core.seeding import derive_seed, pick_device, seed_everything
 from ...core.timing import Stopwatch
@@ -28,8 +28,7 @@ from ...data.scenarios import Stream, domain_incremental
 from ...models import create_model
 from ...train.config import TrainingConfig
 from ...train.fit import fit
-from ..spec import ModelSpec, SpecBase, StrategySpec, check_labels_and_seeds, known, model_problems, names_to_entries
-from ..spec import strategy_problems
+from ..spec import EntriesSpec, ModelSpec, StrategySpec, known, model_problems, strategy_problems
 from ..store.files import load_state, save_state
 from .base import Job
 from .learn import LearnKind, make_strategy
@@ -57,7 +56,7 @@ class ShiftSpec(Settings):
     max_degrees: float = Field(90.0, ge=0, description="rotation: the domains are evenly spaced in [0, max_degrees)")
 
 
-class AdaptSpec(SpecBase):
+class AdaptSpec(EntriesSpec):
     kind: Literal["adapt"] = "adapt"
     name: str = Field("adaptation", pattern=r"^[A-Za-z0-9_.-]+$")
     source: SourceModelSpec = Field(default_factory=SourceModelSpec)
@@ -65,16 +64,7 @@ class AdaptSpec(SpecBase):
     adaptation: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, batch_size=64,
                                                                               optimizer="adam", lr=1e-3))
     methods: list[StrategySpec] = Field(..., min_length=1)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _shorthand(cls, v):
-        return names_to_entries(v)
-
-    @model_validator(mode="after")
-    def _labels_unique(self):
-        check_labels_and_seeds("methods", [m.display for m in self.methods], self.seeds)
-        return self
+    entries_field = "methods"
 
     # what LearnKind's run machinery reads
     @property

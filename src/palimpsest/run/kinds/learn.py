@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from ...core.config import Settings, since
@@ -34,8 +34,7 @@ from ...models import create_model
 from ...models.adapters import freeze
 from ...train.config import TrainingConfig, build_optimizer
 from ...train.snapshot import frozen_digest, trainable_state
-from ..spec import (ModelSpec, SpecBase, StrategySpec, check_labels_and_seeds, model_problems, names_to_entries,
-                    strategy_problems)
+from ..spec import EntriesSpec, ModelSpec, StrategySpec, model_problems, strategy_problems
 from ..store.db import ResultsDB
 from ..store.files import load_state
 from ..store.schema import INITIAL_STEP
@@ -78,22 +77,12 @@ class BenchmarkSpec(Settings):
         return v
 
 
-class LearnSpec(SpecBase):
+class LearnSpec(EntriesSpec):
     kind: Literal["learn"] = Field("learn", json_schema_extra=since("0.2"))
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     strategies: list[StrategySpec] = Field(..., min_length=1)
-
-    @field_validator("strategies", mode="before")
-    @classmethod
-    def _shorthand(cls, v):
-        return names_to_entries(v)
-
-    @model_validator(mode="after")
-    def _labels_unique(self):
-        check_labels_and_seeds("strategies", [s.display for s in self.strategies], self.seeds)
-        return self
 
     def training_for(self, strategy: StrategySpec) -> TrainingConfig:
         return TrainingConfig(**{**self.training.model_dump(), **strategy.training})

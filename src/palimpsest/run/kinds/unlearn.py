@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ...core.config import Settings, identity, pydantic_problems, since
 from ...core.registry import DATASETS, KINDS, UNLEARNERS
@@ -43,7 +43,7 @@ from ...train.fit import fit
 from ...models import create_model
 from ...train.config import TrainingConfig
 from ...train.snapshot import frozen_copy
-from ..spec import ModelSpec, SpecBase, check_labels_and_seeds, known, model_problems, names_to_entries
+from ..spec import EntriesSpec, ModelSpec, known, model_problems
 from ..store.db import ResultsDB
 from ..store.files import load_arrays, load_state, save_state
 from ..store.writer import Outbox
@@ -102,7 +102,7 @@ class AuditSpec(Settings):
                                "recomputable from them)")
 
 
-class UnlearnSpec(SpecBase):
+class UnlearnSpec(EntriesSpec):
     kind: Literal["unlearn"] = Field("unlearn", json_schema_extra=since("0.2"))
     name: str = Field("unlearning", pattern=r"^[A-Za-z0-9_.-]+$")
     train: OriginalSpec = Field(default_factory=OriginalSpec)
@@ -110,15 +110,10 @@ class UnlearnSpec(SpecBase):
     forget: list[ForgetRequest] = Field(..., min_length=1)
     methods: list[MethodSpec] = Field(..., min_length=1)
     audits: AuditSpec = Field(default_factory=AuditSpec)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _shorthand(cls, v):
-        return names_to_entries(v)
+    entries_field = "methods"
 
     @model_validator(mode="after")
-    def _unique(self):
-        check_labels_and_seeds("methods", [m.display for m in self.methods], self.seeds)
+    def _source(self):
         if self.source is not None and "train" in self.model_fields_set:
             raise ValueError("train and source: give one (a model to train, or a stored run to take)")
         if self.source is not None and len(self.seeds) != 1:

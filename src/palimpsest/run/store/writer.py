@@ -102,8 +102,10 @@ class Writer:
 
     def _on_run_start(self, c, run_id: str, experiment_id: str, label: str, strategy: str, settings: dict,
                       training: dict, seed: int, stream_digest: str, schedule: list, folder: str) -> None:
+        # a job that restarts from nothing sends its run_start again: the first one stands
         c.execute("INSERT INTO runs (id, experiment_id, label, strategy, settings_json, training_json, seed, status, "
-                  "stream_digest, schedule_json, folder, state_format, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  "stream_digest, schedule_json, folder, state_format, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                  "ON CONFLICT(id) DO NOTHING",
                   (run_id, experiment_id, label, strategy, json.dumps(settings), json.dumps(training), seed, "running",
                    stream_digest, json.dumps(schedule), folder, 2, time.time()))
 
