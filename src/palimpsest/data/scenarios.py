@@ -364,7 +364,7 @@ def domain_incremental(data: ArrayDataset, n_experiences: int, transform: str = 
         else:
             std = max_noise * t / max(n_experiences - 1, 1)
             f = lambda x, s=std, k=t: _noise(x, s, derive_seed("noise", seed, k, len(x)))  # noqa: E731
-            params.append({"noise_std": std})
+            params.append({"noise_std": std, "noise_seed": derive_seed("noise", seed, t)})
         train.append(Experience.from_tensors(f(xtr), ytr, t, classes, np.arange(len(ytr)), "train"))
         test.append(Experience.from_tensors(f(xte), yte, t, classes, np.arange(len(yte)), "test"))
     train_t, valid = _with_validation(train, validation_fraction, seed)
