@@ -59,31 +59,51 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
         from .core.seeding import configure_torch
         from .run.runner import run_experiment
         s = _load(spec)
-        if seeds:
+        if seeds is not None:
             try:
                 seed_list = [int(x) for x in seeds.split(",") if x.strip()]
             except ValueError:
                 raise PalimpsestError("bad --seeds", expected="integers separated by commas, e.g. 0,1,2",
                                       got=seeds) from None
-            s = s.model_copy(update={"seeds": seed_list})
+            if not seed_list:
+                raise PalimpsestError("bad --seeds: no seed given", expected="integers separated by commas, "
+                                      "e.g. 0,1,2", got=seeds, fix="list at least one seed, or leave --seeds out")
+            from .run.spec import parse_spec
+            s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds")
         configure_torch()
         exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
         console.print(f"experiment [bold]{exp_id}[/] stored in {root / 'results.sqlite'}")
         console.print(f"report: {html}")
+        from .run.store.db import ResultsDB
+        with ResultsDB(root, create=False) as db:
+            diverged = [r for r in db.runs(exp_id) if r["status"] == "diverged"]
+        for r in diverged:
+            err_console.print(f"error: {r['error']}", style="red", highlight=False, markup=False)
+        if diverged:
+            raise typer.Exit(1)
     except PalimpsestError as err:
         _fail(err)
 
 
 @app.command()
-def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) -> None:
-    """Check a spec without running it; every problem is listed at once."""
+def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), root: Path = ROOT_OPTION) -> None:
+    """Check a spec without running it: every field (all problems at once), then what only the data can
+    tell (the stream builds, strategies support it, models build, forget requests resolve)."""
+    from .core.registry import KINDS
     try:
         s = _load(spec)
+        kind = KINDS.get(s.kind).obj()
+        from .run.store.db import ResultsDB
+        db = ResultsDB(root, create=False) if (root / "results.sqlite").is_file() else None
+        try:
+            kind.preflight(s, db)
+        finally:
+            if db is not None:
+                db.close()
     except PalimpsestError as err:
         _fail(err)
-    from .core.registry import KINDS
-    console.print(f"{spec}: valid {s.kind} spec: {KINDS.get(s.kind).obj().describe(s)}")
+    console.print(f"{spec}: valid {s.kind} spec: {kind.describe(s)}")
 
 
 @app.command()
@@ -234,12 +254,40 @@ def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experime
 
 
 @app.command()
+def doctor(root: Path = ROOT_OPTION, deep: bool = typer.Option(False, "--deep", help="also load every stored file"),
+           reset_run: Optional[str] = typer.Option(None, "--reset-run", help="remove this run's records and files, so "
+                                                  "`run SPEC --resume` trains it again")) -> None:
+    """Check a results folder: database integrity, every stored file, crashed experiments, stray folders."""
+    try:
+        from .run.store.doctor import check
+        from .run.store.doctor import reset_run as reset
+        if reset_run:
+            for item in reset(root, reset_run):
+                console.print(f"removed {item}", highlight=False)
+            return
+        report = check(root, deep)
+    except PalimpsestError as err:
+        _fail(err)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+    for problem in report.problems:
+        err_console.print(f"problem: {problem}", style="red", highlight=False, markup=False)
+    console.print(f"{root}: {'healthy' if report.healthy else f'{len(report.problems)} problem(s)'}")
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
 def regress(full: bool = typer.Option(False, "--full", help="the full table (real data, minutes) instead of CI rows"),
             table: Path = typer.Option(Path("recipes/expected_results.csv"), help="expected results CSV"),
             root: Path = typer.Option(Path("palimpsest-results/regression"), "--root")) -> None:
     """Re-run recipes and compare with the expected-results table (two-sided bands)."""
     try:
         from .run.regression import check, outcome_lines, read_expectations
+        if not table.is_file():
+            raise PalimpsestError(f"no expected-results table at {table}", expected="a CSV file (recipes/"
+                                  "expected_results.csv)", got=str(table), fix="pass --table with the file's path, or run "
+                                  "from the repository root")
         rows = read_expectations(table)
         outcomes = check(rows, table.parent, root, budget="full" if full else "ci")
     except PalimpsestError as err:
@@ -258,6 +306,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: finished steps are stored; continue with --resume")
         sys.exit(130)
+    except PalimpsestError as err:   # raised outside a command's own handling
+        err_console.print(f"error: {err}", style="red", highlight=False, markup=False)
+        sys.exit(2)
+    except OSError as err:           # the disk, not palimpsest: say which file and why
+        err_console.print(f"error: {err.strerror or err} ({err.filename or 'no file named'})", style="red",
+                          highlight=False, markup=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

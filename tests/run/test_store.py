@@ -131,7 +131,10 @@ def test_the_default_checkpoint_policy_keeps_the_last_model_and_no_resume_state(
 
 
 def test_storage_folders_come_from_ids_not_labels(tmp_path):
-    spec = parse_spec(tiny_spec(strategies=[{"name": "naive", "label": "x/y"}, {"name": "naive", "label": "x__y"}]))
+    from palimpsest.core.errors import SpecError
+    with pytest.raises(SpecError, match="without '/'"):   # 0.1.0 mapped x/y and x__y to one folder
+        parse_spec(tiny_spec(strategies=[{"name": "naive", "label": "x/y"}]))
+    spec = parse_spec(tiny_spec(strategies=[{"name": "naive", "label": "x y"}, {"name": "naive", "label": "x__y"}]))
     exp = run_experiment(spec, root=tmp_path, progress=False)
     db = ResultsDB(tmp_path)
     folders = {r["label"]: r["folder"] for r in db.runs(exp)}

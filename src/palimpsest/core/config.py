@@ -9,11 +9,15 @@ from .errors import SpecError
 
 M = TypeVar("M", bound=BaseModel)
 
+# Labels appear in run ids (`<experiment>/<label>/seed<k>`), tables and export file names.
+LABEL_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
+
 
 class Settings(BaseModel):
-    """Base for every config: unknown fields are errors (a typo must not be silently ignored)."""
+    """Base for every config: unknown fields are errors (a typo must not be silently ignored), and
+    so are infinite and NaN numbers unless a field says it takes them (`allow_inf_nan=True`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def since(version: str) -> dict:
@@ -63,6 +67,14 @@ def _expected(err: dict) -> str:
             return f"a number {word} {bound}"
     if "min_length" in ctx:
         return f"at least {ctx['min_length']} item(s)"
+    if "max_length" in ctx:
+        return f"at most {ctx['max_length']} item(s) / characters"
+    if ctx.get("pattern") == LABEL_PATTERN:
+        return "printable text without '/'"
+    if "pattern" in ctx:
+        return f"text matching {ctx['pattern']}"
+    if kind == "finite_number":
+        return "a finite number (not inf or nan)"
     return err.get("msg", "a valid value").replace("Input should be ", "").replace("Value error, ", "")
 
 
@@ -72,11 +84,14 @@ def pydantic_problems(error: ValidationError, prefix: str = "") -> list[str]:
     for err in error.errors():
         path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         got = "nothing" if err.get("type") == "missing" else repr(err.get("input"))
+        if len(got) > 80:
+            got = got[:77] + "..."
         msg = err.get("msg", "")
         if err.get("type") == "value_error":
-            problems.append(f"{path}: {msg.replace('Value error, ', '')}")
+            text = msg.replace("Value error, ", "")
+            problems.append(f"{path}: {text}" if path else text)
         else:
-            problems.append(f"{path}: expected {_expected(err)}, got {got}")
+            problems.append(f"{path or 'top level'}: expected {_expected(err)}, got {got}")
     return problems
 
 

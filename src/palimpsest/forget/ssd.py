@@ -125,7 +125,7 @@ class SSD(Unlearner):
     zero_steps = {"alpha": float("inf"), "target_forget_accuracy": None}
 
     class Config(Settings):
-        alpha: float = Field(10.0, gt=0, description="selection: dampen parameters with I_f > alpha * I_D "
+        alpha: float = Field(10.0, gt=0, allow_inf_nan=True, description="selection: dampen parameters with I_f > alpha * I_D "
                                                      "(the paper's alpha; inf dampens nothing)")
         dampening: float = Field(1.0, gt=0, description="lambda: a selected parameter is scaled by "
                                                         "min(lambda * I_D / I_f, 1)")

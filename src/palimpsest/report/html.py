@@ -31,6 +31,7 @@ from .table import (
     format_cell,
     metric_sort_key,
     render_table,
+    seeds_text,
     summarize,
     table_text,
 )
@@ -228,7 +229,7 @@ def _summary_table(summary: Sequence[dict], metrics: Sequence[str]) -> str:
     head = "".join(f'<th title="{e(_metric_tooltip(m))}">{e(column_title(m))}</th>' for m in metrics)
     rows = []
     for row in summary:
-        seeds = str(row["n_seeds"]) + (f" (+{row['n_unfinished']} unfinished)" if row["n_unfinished"] else "")
+        seeds = seeds_text(row)
         cells = "".join(f'<td class="num">{e(format_cell(row, m))}</td>' for m in metrics)
         rows.append(f"<tr><th>{e(row['strategy'])}</th><td class=\"num\">{e(seeds)}</td>{cells}</tr>")
     return (f'<table class="summary"><caption>{e(CAPTION)}</caption>'

@@ -95,9 +95,18 @@ def _width(texts: Sequence[str]) -> int:
     return max((len(line) for t in texts for line in t.split("\n")), default=0)
 
 
+def seeds_text(row: dict) -> str:
+    """"3", or "2 (+1 diverged)", "2 (+1 unfinished)"."""
+    diverged = row.get("n_diverged", 0)
+    others = row["n_unfinished"] - diverged
+    notes = [f"+{diverged} diverged"] * bool(diverged) + [f"+{others} unfinished"] * bool(others)
+    return str(row["n_seeds"]) + (f" ({', '.join(notes)})" if notes else "")
+
+
 def fitting_metrics(summary: Sequence[dict], metrics: Sequence[str], width: int) -> list[str]:
     """The longest prefix of `metrics` whose columns fit in `width` characters (at least one)."""
-    used = 4 + _width(["Strategy", *(r["strategy"] for r in summary)]) + 3 + 5 + 3
+    used = 4 + _width(["Strategy", *(r["strategy"] for r in summary)]) + 3 + \
+        _width(["Seeds", *(seeds_text(r) for r in summary)]) + 3
     kept: list[str] = []
     for m in metrics:
         need = _width([column_title(m, two_lines=True), *(format_cell(r, m) for r in summary)]) + 3
@@ -121,12 +130,11 @@ def build_table(summary: Sequence[dict], metrics: Sequence[str] | None = None,
     table = Table(title=title, caption=caption, box=box_style, caption_justify="left")
     widest = max((len(row["strategy"]) for row in summary), default=8)
     table.add_column("Strategy", style="bold", no_wrap=True, min_width=max(8, widest))
-    table.add_column("Seeds", justify="right", no_wrap=True, min_width=5)
+    table.add_column("Seeds", justify="right", no_wrap=True, min_width=max(5, _width([seeds_text(r) for r in summary])))
     for metric in shown:
         table.add_column(column_title(metric, two_lines=True), justify="right", no_wrap=True)
     for row in summary:
-        seeds = str(row["n_seeds"]) + (f" (+{row['n_unfinished']} unfinished)" if row["n_unfinished"] else "")
-        table.add_row(row["strategy"], seeds, *(format_cell(row, m) for m in shown))
+        table.add_row(row["strategy"], seeds_text(row), *(format_cell(row, m) for m in shown))
     return table
 
 

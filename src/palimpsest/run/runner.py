@@ -17,6 +17,7 @@ from .. import __version__
 from ..core.registry import KINDS
 from ..core.seeding import configure_torch
 from .kinds.base import ExperimentKind, job_id
+from .kinds.learn import Diverged
 from .spec import SpecBase
 from .store.db import ResultsDB
 from .store.writer import Heartbeat, Outbox, Writer, job_folder
@@ -32,6 +33,7 @@ class Runner:
         self.spec, self.root, self.show_progress = spec, Path(root), progress
         self.on_step, self.on_job = on_step, on_job
         self.kind: ExperimentKind = KINDS.get(spec.kind).obj()
+        self.diverged: list = []
         self.db = ResultsDB(self.root)
         self.writer = Writer(self.db)
 
@@ -61,7 +63,10 @@ class Runner:
             overall = progress.add_task(exp_id, total=len(jobs))
             try:
                 for job in jobs:
-                    self.run_job(exp_id, job, progress)
+                    try:
+                        self.run_job(exp_id, job, progress)
+                    except Diverged as err:   # stored as diverged; the other jobs still run
+                        self.diverged.append(err)
                     progress.advance(overall)
                 self.kind.finish(self.spec, exp_id, self.db, self.writer.apply)
             except BaseException:

@@ -21,9 +21,12 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..core.config import Settings, identity, pydantic_problems, since
+from ..core.config import LABEL_PATTERN, Settings, identity, pydantic_problems, since
 from ..core.errors import PalimpsestError, SpecError
 from ..core.registry import KINDS, MODELS, STRATEGIES
+
+
+MAX_SEED = 2 ** 63 - 1   # seeds are stored as SQLite integers
 
 
 def names_to_entries(v):
@@ -32,7 +35,11 @@ def names_to_entries(v):
 
 
 def check_labels_and_seeds(field: str, labels: list[str], seeds: list[int]) -> None:
-    """Raise a ValueError (reported by the spec's validation) for a repeated label or seed."""
+    """Raise a ValueError (reported by the spec's validation) for a repeated label or seed, or a seed
+    outside [0, 2^63)."""
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"seeds: {bad} out of range; use integers in [0, 2^63)")
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ValueError(f"{field}: labels {dupes} appear twice; give each a distinct `label`")
@@ -75,7 +82,8 @@ class PluginSpec(Settings):
 
 class StrategySpec(Settings):
     name: str
-    label: str | None = Field(None, description="name shown in tables; defaults to the strategy name "
+    label: str | None = Field(None, pattern=LABEL_PATTERN, max_length=100,
+                              description="name shown in tables; defaults to the strategy name "
                               "(joined with its plug-ins' names)")
     settings: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="overrides of the shared training settings")
@@ -99,7 +107,8 @@ class SpecBase(Settings):
     kind: str
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1000,
+                             description="one run per seed; integers in [0, 2^63)")
     checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy, json_schema_extra=since("0.2"))
 
     def to_yaml(self) -> str:
@@ -211,21 +220,81 @@ def parse_spec(data: Any, source: str = "spec") -> SpecBase:
     return kinds.get(kind).obj().parse(data, source)
 
 
-def load_spec(path: str | Path) -> SpecBase:
-    """Read and validate a YAML spec file of any kind."""
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_NODES = 100_000   # values in a spec once YAML aliases are expanded (an alias bomb stops here)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (the plain
+    loader keeps the last value silently: a duplicated `strategies:` would drop the first list)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(obj: Any, limit: int) -> int:
+    """Number of values in `obj` counting each reference (aliases expanded), stopping past `limit`."""
+    count, stack = 0, [obj]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def read_spec_file(path: str | Path) -> Any:
+    """The mapping in a YAML spec file, or a SpecError that says what is wrong with the file."""
     p = Path(path)
+    source = str(p)
     if not p.exists():
-        raise SpecError([f"file: expected an existing YAML spec, got {str(p)!r}; check the path "
-                         f"(recipes/ has examples)"], str(p))
+        raise SpecError([f"file: expected an existing YAML spec, got {source!r}; check the path "
+                         f"(recipes/ has examples)"], source)
+    if p.is_dir():
+        raise SpecError([f"file: expected a YAML spec file, got the directory {source!r}; name a .yaml file in it"],
+                        source)
+    size = p.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError([f"file: expected a spec of at most {MAX_SPEC_BYTES // 1000} kB, got {size // 1000} kB; "
+                         "a spec names data, it does not hold it"], source)
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpecError([f"file: expected UTF-8 text, got a byte {err.object[err.start]:#04x} at offset {err.start} "
+                         "that is not UTF-8 (a Latin-1 or binary file?); re-save the spec as UTF-8"], source) from None
+    except OSError as err:
+        raise SpecError([f"file: cannot be read ({err.strerror}); check its permissions"], source) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise SpecError([f"YAML syntax at {where}: {getattr(err, 'problem', err)}; fix the indentation or "
-                         f"quoting there"], str(p)) from None
-    return parse_spec(data, str(p))
+                         f"quoting there"], source) from None
+    except RecursionError:
+        raise SpecError(["YAML: nested too deeply to read; a spec is a few levels of mappings"], source) from None
+    if _expanded_size(data, MAX_SPEC_NODES) > MAX_SPEC_NODES:
+        raise SpecError([f"YAML: more than {MAX_SPEC_NODES} values once aliases are expanded (an alias bomb?); "
+                         "write the spec without nested aliases"], source)
+    return data
+
+
+def load_spec(path: str | Path) -> SpecBase:
+    """Read and validate a YAML spec file of any kind."""
+    return parse_spec(read_spec_file(path), str(path))
 
 
 __all__ = ["CheckpointPolicy", "EntriesSpec", "ModelSpec", "PluginSpec", "SpecBase", "StrategySpec", "check_labels_and_seeds",
-           "load_spec", "model_problems", "names_to_entries", "parse_spec", "strategy_problems", "validate_spec"]
+           "load_spec", "model_problems", "read_spec_file", "names_to_entries", "parse_spec", "strategy_problems", "validate_spec"]

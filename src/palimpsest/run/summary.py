@@ -73,6 +73,7 @@ def summarize_runs(db: ResultsDB, exp_id: str) -> list[dict]:
             "seeds": [r["seed"] for r in finished],
             "n_seeds": len(finished),
             "n_unfinished": len(mine) - len(finished),
+            "n_diverged": sum(r["status"] == "diverged" for r in mine),
             "metrics": aggregate(per_run, names),
             TRAIN_SECONDS: stat(seconds),
             "scenario": scenario,

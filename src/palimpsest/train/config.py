@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..core.config import Settings, since
 
@@ -42,6 +42,14 @@ class TrainingConfig(Settings):
         "fp32", json_schema_extra=since("0.2"), description="autocast dtype of the forward pass; fp16 also scales the loss with a GradScaler "
         "(gradient hooks run after unscaling)")
 
+    @field_validator("device")
+    @classmethod
+    def _available(cls, v: str) -> str:
+        problem = device_problem(v)
+        if problem:
+            raise ValueError(f"device {v!r}: {problem}")
+        return v
+
 
 class NoParameters:
     """The optimizer of a method that trains no parameter (e.g. test-time normalisation statistics):
@@ -62,6 +70,21 @@ class NoParameters:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def device_problem(name: str) -> str | None:
+    """Why `name` cannot be used on this machine, or None."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "no CUDA device on this machine; use device: auto (or cpu)"
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s); use an index below that"
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "no Apple MPS device on this machine; use device: auto (or cpu)"
+    return None
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig) -> torch.optim.Optimizer:

@@ -141,6 +141,15 @@ class AdaptKind(LearnKind):
             self._streams = {key: stream}
         return self._streams[key]
 
+    def preflight(self, spec, db=None) -> None:
+        """The shifted stream builds and every method can prepare the source model."""
+        stream = self.stream(spec, spec.seeds[0])
+        for m in spec.methods:
+            strategy = make_strategy(m.name, m.settings, [p.model_dump() for p in m.plus])
+            strategy.check_training(spec.training_for(m))
+            with torch.random.fork_rng(devices=[]):
+                strategy.prepare(create_model(spec.source.model.name, stream=stream, **spec.source.model.settings))
+
     def _source_id(self, spec, seed) -> str:
         return f"adapt_source/{spec.source_digest(seed)}"
 

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ...core.config import Settings, since
-from ...core.errors import PalimpsestError
+from ...core.errors import PalimpsestError, SpecError
 from ...core.registry import DATASETS, KINDS, STRATEGIES
 from ...core.seeding import derive_seed, pick_device, seed_everything
 from ...data import datasets as _datasets
@@ -181,6 +181,17 @@ def load_model_checkpoint(model: nn.Module, saved: dict, path) -> None:
                               got=f"missing {sorted(set(missing) - frozen)[:5]}, unexpected {sorted(unexpected)[:5]}")
 
 
+class Diverged(PalimpsestError):
+    """A run whose training loss became NaN or infinite: stopped, stored as diverged, never finished."""
+
+    def __init__(self, run_id: str, step: int, training: TrainingConfig) -> None:
+        self.run_id, self.step = run_id, step
+        super().__init__(f"run {run_id} diverged at step {step}: its training loss became NaN or infinite",
+                         expected="a finite loss", got=f"lr {training.lr}, optimizer {training.optimizer}",
+                         fix="lower training.lr (or the strategy's penalty weight: see the warnings above), or "
+                             "set training.grad_clip; then run the spec again")
+
+
 def _evaluate(model, stream, training, device, initial: bool):
     if initial:
         # The untrained reference is a random classifier over every class (GEM's b_j), not a
@@ -264,15 +275,22 @@ class LearnKind(ExperimentKind):
         return self._streams[key]
 
     # -- runner side: what a job needs from the store -------------------------------------------
-    def preflight(self, spec, db) -> None:
-        """Every strategy must support the stream and the training settings (first seed's stream)."""
+    def preflight(self, spec, db=None) -> None:
+        """What only data can tell, before anything is recorded: the stream builds (first seed), and
+        every strategy supports it and its training settings and can prepare the model."""
         stream = self.stream(spec, spec.seeds[0])
-        for s in spec.strategies:
-            strategy = make_strategy(s.name, s.settings, [p.model_dump() for p in s.plus],
-                                     getattr(getattr(spec, "benchmark", None), "dataset", ""),
-                                     getattr(getattr(spec, "benchmark", None), "scenario", ""))
-            strategy.check_stream(stream)
-            strategy.check_training(spec.training_for(s))
+        problems = []
+        for i, s in enumerate(spec.strategies):
+            try:
+                strategy = strategy_from_spec(s, spec.benchmark)
+                strategy.check_stream(stream)
+                strategy.check_training(spec.training_for(s))
+                with torch.random.fork_rng(devices=[]):
+                    build_model(spec.model, stream, strategy)
+            except PalimpsestError as err:
+                problems.append(f"strategies.{i} ({s.display}): {err.what}" + (f"; {err.fix}" if err.fix else ""))
+        if problems:
+            raise SpecError(problems, spec.name)
 
     def pending(self, spec, exp_id, job, db):
         run_id = job_id(exp_id, job)
@@ -321,17 +339,10 @@ class LearnKind(ExperimentKind):
         models = [d["model_path"] for d in state["done"] if d["model_path"]]
         states = [d["state_path"] for d in state["done"] if d["state_path"]]
         if done:
-            last = done[max(done)]
-            saved = load_state(outbox.root / last["model_path"])
-            load_model_checkpoint(model, saved, last["model_path"])
-            resume = load_state(outbox.root / last["state_path"])
-            optimizer.load_state_dict(resume["optimizer"])
-            strategy_state = resume["strategy"]
-            if state["state_format"] < 2:
-                strategy_state = type(strategy).upgrade_state(strategy_state, state["state_format"])
-            strategy.load_state_dict(strategy_state)
-            # draws a strategy makes from the global generator continue as if never interrupted
-            torch.set_rng_state(resume["torch_rng"])
+            resumed = self._restore(outbox, run_id, done, model, optimizer, strategy, state["state_format"])
+            done = {k: d for k, d in done.items() if k <= resumed}   # steps after a fall-back are redone
+            models = [m for m in models if m == done[resumed]["model_path"] or int(_step_of(m)) < resumed]
+            states = [x for x in states if int(_step_of(x)) <= resumed]
         elif not state["initial_done"]:
             self._store_step(outbox, run_id, INITIAL_STEP, [], _evaluate(model, stream, training, device, True), {},
                              None, None)
@@ -345,14 +356,17 @@ class LearnKind(ExperimentKind):
                 if training.reset_optimizer:
                     optimizer.state.clear()
                 stats = train_step(ctx, strategy, merge([stream.train[i] for i in exp_ids]), label_free=label_free)
+                if not stats.finite:
+                    raise Diverged(run_id, k, training)
                 model_path = outbox.save_state(f"model_step{k}.safetensors", model_checkpoint(model))
                 state_path = outbox.save_state(f"state_step{k}.safetensors", {
                     "step": k, "optimizer": optimizer.state_dict(), "strategy": strategy.state_dict(),
                     "torch_rng": torch.get_rng_state()})
                 tasks = sorted({stream.train[i].task_id for i in exp_ids})
                 ev = _evaluate(strategy.eval_model(model), stream, training, device, False)
-                pruned_models = models if spec.checkpoints.models != "all" else []
-                pruned_states = states[:-1]   # keep the previous state as a fall-back
+                # while the run goes on, the previous step's model and state stay as a fall-back
+                pruned_models = models[:-1] if spec.checkpoints.models != "all" else []
+                pruned_states = states[:-1]
                 self._store_step(outbox, run_id, k, tasks, ev, {"train_seconds": stats.seconds,
                                  "mean_loss": stats.mean_loss, "n_examples": stats.n_examples},
                                  model_path, state_path, pruned_models, pruned_states)
@@ -363,12 +377,52 @@ class LearnKind(ExperimentKind):
         except KeyboardInterrupt:
             outbox.emit("run_status", run_id=run_id, status="interrupted")
             raise
+        except Diverged as err:
+            outbox.emit("run_status", run_id=run_id, status="diverged", error=str(err))
+            outbox.remove(*states)   # nothing to resume from: the run must change its settings
+            raise
         except BaseException:
             outbox.emit("run_status", run_id=run_id, status="failed", error=traceback.format_exc(limit=5))
             raise
-        dropped = models if not spec.checkpoints.keeps_models(seed, spec.seeds) else []
+        keep = spec.checkpoints.keeps_models(seed, spec.seeds)
+        dropped = (models if not keep else models[:-1] if spec.checkpoints.models == "last" else [])
         outbox.emit("run_finish", run_id=run_id, metrics={}, dropped_models=tuple(dropped))
         outbox.remove(*states, *dropped)
+
+    @staticmethod
+    def _restore(outbox, run_id, done, model, optimizer, strategy, state_format) -> int:
+        """Load the newest step whose model and resume state are both intact (the last, or the one
+        before it, kept as a fall-back); return its step. Damaged or missing files are skipped; when
+        none is intact the error names them and how to start the run again."""
+        failures = []
+        for k in sorted(done, reverse=True):
+            d = done[k]
+            if not d["model_path"] or not d["state_path"]:
+                continue
+            try:
+                saved = load_state(outbox.root / d["model_path"])
+                resume = load_state(outbox.root / d["state_path"])
+                load_model_checkpoint(model, saved, d["model_path"])
+            except Exception as err:  # noqa: BLE001  (any unreadable file: try the fall-back)
+                failures.append(f"{d['model_path']} / {d['state_path']}: {type(err).__name__}: {err}"[:300])
+                continue
+            optimizer.load_state_dict(resume["optimizer"])
+            strategy_state = resume["strategy"]
+            if state_format < 2:
+                strategy_state = type(strategy).upgrade_state(strategy_state, state_format)
+            strategy.load_state_dict(strategy_state)
+            # draws a strategy makes from the global generator continue as if never interrupted
+            torch.set_rng_state(resume["torch_rng"])
+            if failures:
+                import warnings
+                warnings.warn(f"run {run_id}: resumed from step {k} because a later checkpoint is damaged "
+                              f"({failures[0]}); the steps after {k} are trained again", RuntimeWarning, stacklevel=2)
+            return k
+        raise PalimpsestError(f"run {run_id} cannot resume: no intact checkpoint of its finished steps",
+                              expected="the model and resume state of its last (or previous) step",
+                              got="; ".join(failures) or "no checkpoint recorded",
+                              fix=f"start that run again: `palimpsest doctor --root {outbox.root} --reset-run "
+                                  f"{run_id}`, then `palimpsest run SPEC --resume`")
 
     @staticmethod
     def _store_step(outbox, run_id, step, tasks, ev, stats, model_path, state_path, pruned_models=(),
@@ -396,6 +450,11 @@ class LearnKind(ExperimentKind):
         """Weights a run's model starts from before its strategy prepares it, beyond the spec's
         `model.weights` (none for learning runs)."""
         return None
+
+
+def _step_of(path: str) -> str:
+    """The step number in a checkpoint file name (model_step<k>.safetensors)."""
+    return path.rsplit("_step", 1)[1].split(".")[0]
 
 
 def _test_labels(stream: Stream) -> dict[str, np.ndarray]:
@@ -479,6 +538,6 @@ def load_model(root, run_id: str, step: int | None = None):
 
 ExperimentSpec = LearnSpec  # the name of palimpsest 0.1.0
 
-__all__ = ["BenchmarkSpec", "ExperimentSpec", "LearnKind", "LearnSpec", "RecurrenceSpec", "build_model",
+__all__ = ["BenchmarkSpec", "Diverged", "ExperimentSpec", "LearnKind", "LearnSpec", "RecurrenceSpec", "build_model",
            "build_stream", "compute_experiment_metrics", "load_model", "load_model_checkpoint", "make_strategy",
            "model_checkpoint", "rebuild_model", "strategy_from_run", "strategy_from_spec"]

@@ -43,7 +43,7 @@ from ...train.fit import fit
 from ...models import create_model
 from ...train.config import TrainingConfig
 from ...train.snapshot import frozen_copy
-from ..spec import EntriesSpec, ModelSpec, known, model_problems
+from ..spec import LABEL_PATTERN, EntriesSpec, ModelSpec, known, model_problems
 from ..store.db import ResultsDB
 from ..store.files import load_arrays, load_state, save_state
 from ..store.writer import Outbox
@@ -73,7 +73,7 @@ class SourceSpec(Settings):
 
 class MethodSpec(Settings):
     name: str
-    label: str | None = None
+    label: str | None = Field(None, pattern=LABEL_PATTERN, max_length=100)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -261,10 +261,15 @@ class UnlearnKind(ExperimentKind):
         return f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}"
 
     # -- runner side --------------------------------------------------------------------------------
-    def preflight(self, spec: UnlearnSpec, db: ResultsDB) -> None:
+    def preflight(self, spec: UnlearnSpec, db: ResultsDB | None = None) -> None:
         """Every forget request must resolve on the original's training data (the classes exist, the
-        forget set is neither empty nor everything) before anything is recorded."""
+        forget set is neither empty nor everything) and the model must build, before anything is
+        recorded. A source run is looked up in `db` (skipped without one)."""
+        if spec.source is not None and db is None:
+            return
         origin = self.origin(spec, spec.seeds[0], {"origin": self._origin_state(spec, spec.seeds[0], db)})
+        with torch.random.fork_rng(devices=[]):
+            origin.make_model()
         for i in range(len(spec.forget)):
             self._split(spec, origin, i)
 

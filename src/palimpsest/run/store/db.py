@@ -53,7 +53,7 @@ class ResultsDB:
     """All experiments under one folder (see the module docstring). `create=False` opens an
     existing store only: a missing folder or database is an error, and nothing is created."""
 
-    def __init__(self, root: str | Path = "palimpsest-results", create: bool = True) -> None:
+    def __init__(self, root: str | Path = "palimpsest-results", create: bool = True, check: bool = True) -> None:
         self.root = Path(root)
         self.path = self.root / DB_FILE
         if not create and not self.path.is_file():
@@ -61,14 +61,34 @@ class ResultsDB:
                                   expected=f"a folder holding {DB_FILE} (made by `palimpsest run`)",
                                   got=str(self.root.resolve()),
                                   fix="pass --root with the folder your runs wrote to, or run an experiment first")
+        if self.root.exists() and not self.root.is_dir():
+            raise PalimpsestError(f"the results root {self.root} is a file", expected="a folder (or a path to create one)",
+                                  got=str(self.root), fix="pass --root with a folder")
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA busy_timeout=60000")
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self._open_schema()
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout=60000")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            if check:
+                self.check_integrity(quick=True)
+            self._open_schema()
+        except sqlite3.DatabaseError as err:
+            if hasattr(self, "conn"):
+                self.conn.close()
+            raise damaged(self.path, str(err)) from None
+
+    def check_integrity(self, quick: bool = False) -> None:
+        """Raise a PalimpsestError naming what is damaged unless SQLite's integrity check passes
+        (`quick`: the fast check every open runs; otherwise the full one of `palimpsest doctor`)."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as err:
+            raise damaged(self.path, str(err)) from None
+        if rows != ["ok"]:
+            raise damaged(self.path, "; ".join(rows[:3]))
 
     def _open_schema(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -261,6 +281,16 @@ class ResultsDB:
         return sum(p.stat().st_size for p in self.root.glob(DB_FILE + "*") if p.is_file())
 
 
+def damaged(path: Path, detail: str) -> PalimpsestError:
+    """The error for a database SQLite cannot read or whose integrity check fails: nothing is
+    written to it, and it says how to recover."""
+    return PalimpsestError(f"the results database {path} is damaged ({detail})",
+                           expected="an intact SQLite database", got=str(path),
+                           fix=f"nothing was written to it. Restore it from a backup, or recover what SQLite still reads "
+                               f"into a new file (`sqlite3 {path} .recover | sqlite3 recovered.sqlite`) and put that in "
+                               f"its place; `palimpsest doctor --root {path.parent}` checks a folder")
+
+
 def effective_status(status: str, heartbeat: float | None, now: float | None = None) -> str:
     """"crashed" for a running experiment whose process stopped sending heartbeats (it was killed
     or its machine went down), else the stored status."""
@@ -269,4 +299,4 @@ def effective_status(status: str, heartbeat: float | None, now: float | None = N
     return status
 
 
-__all__ = ["DB_FILE", "INITIAL_STEP", "LEASE_SECONDS", "ResultsDB", "effective_status", "from_blob", "to_blob"]
+__all__ = ["damaged", "DB_FILE", "INITIAL_STEP", "LEASE_SECONDS", "ResultsDB", "effective_status", "from_blob", "to_blob"]

@@ -61,6 +61,25 @@ def _upgrade_spec(spec_yaml: str) -> tuple[str, str, str]:
 
 
 def migrate_v1(db) -> None:
+    """Migrate in one write transaction: a second process that opens the folder meanwhile waits for
+    it, then finds the current schema and does nothing."""
+    conn = db.conn
+    conn.execute("PRAGMA foreign_keys=OFF")   # tables are renamed and rebuilt; references are restored below
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            _migrate(db)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("VACUUM")
+
+
+def _migrate(db) -> None:
     conn, root = db.conn, db.root
     # -- files first --------------------------------------------------------------------------
     runs = [dict(zip(("id", "stream_json"), r)) for r in conn.execute("SELECT id, stream_json FROM runs")]
@@ -99,63 +118,52 @@ def migrate_v1(db) -> None:
         prediction_paths[(run_id, step)] = rel
     experiments = conn.execute("SELECT id, spec_yaml FROM experiments").fetchall()
     upgraded = {exp_id: _upgrade_spec(spec_yaml) for exp_id, spec_yaml in experiments}
-    # -- then the database, in one transaction ---------------------------------------------------
-    conn.execute("PRAGMA foreign_keys=OFF")   # tables are renamed and rebuilt; references are restored below
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for name in ("experiments", "runs", "steps", "models", "ledger"):
-            conn.execute(f"ALTER TABLE {name} RENAME TO {name}_v1")
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        for (exp_id, name, spec_yaml, spec_hash, status, created, finished, version) in conn.execute(
-                "SELECT id, name, spec_yaml, spec_hash, status, created, finished, palimpsest_version "
-                "FROM experiments_v1").fetchall():
-            kind, new_yaml, new_hash = upgraded[exp_id]
-            conn.execute("INSERT INTO experiments (id, kind, name, spec_yaml, spec_hash, status, created, finished, "
-                         "palimpsest_version) VALUES (?,?,?,?,?,?,?,?,?)",
-                         (exp_id, kind, name, new_yaml, new_hash, status, created, finished, version))
-        for digest, (stream_json, data) in stream_rows.items():
-            conn.execute("INSERT INTO streams (digest, description_json, test_path, created) VALUES (?,?,?,?)",
-                         (digest, stream_json, test_paths.get(digest), 0.0))
-            conn.executemany("INSERT INTO stream_data (digest, position, task, split, indices) VALUES (?,?,?,?,?)",
-                             [(digest, pos, task, split, to_blob(from_blob(blob).astype(np.int64)))
-                              for pos, task, split, blob in data])
-        for r in conn.execute("SELECT id, experiment_id, label, strategy, settings_json, training_json, seed, status, "
-                              "schedule_json, created, finished, error FROM runs_v1").fetchall():
-            run_id = r[0]
-            conn.execute("INSERT INTO runs (id, experiment_id, label, strategy, settings_json, training_json, seed, "
-                         "status, stream_digest, schedule_json, folder, state_format, created, finished, error) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                         (*r[:8], digests[run_id], r[8], folders.get(run_id, f"checkpoints/{run_id.replace('/', '__')}"),
-                          1, *r[9:]))
-        paths = {(run_id, step): (model, state) for run_id, step, model, state in step_paths}
-        for r in conn.execute("SELECT run_id, step, tasks_json, train_seconds, eval_seconds, mean_loss, n_examples "
-                              "FROM steps_v1").fetchall():
-            model, state = paths.get((r[0], r[1]), (None, None))
-            conn.execute("INSERT INTO steps (run_id, step, tasks_json, train_seconds, eval_seconds, mean_loss, "
-                         "n_examples, model_path, state_path, predictions_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                         (*r, model, state, prediction_paths.get((r[0], r[1]))))
-        for r in conn.execute("SELECT id, experiment_id, seed, role, path, seconds, info_json, created "
-                              "FROM models_v1").fetchall():
-            conn.execute("INSERT INTO models (id, experiment_id, seed, role, path, seconds, info_json, created) "
-                         "VALUES (?,?,?,?,?,?,?,?)", (*r[:4], _tail(r[4], "models") or r[4], *r[5:]))
-        conn.execute("INSERT INTO ledger (id, experiment_id, source, seed, request_json, forget_key, method, label, "
-                     "settings_json, status, created, finished, seconds, audit_json, error) "
-                     "SELECT id, experiment_id, source, seed, request_json, forget_key, method, label, settings_json, "
-                     "status, created, finished, seconds, audit_json, error FROM ledger_v1")
-        for name in ("experiments", "runs", "steps", "models", "ledger"):
-            conn.execute(f"DROP TABLE {name}_v1")
-        for name in ("predictions", "test_sets", "train_data"):
-            conn.execute(f"DROP TABLE IF EXISTS {name}")
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("VACUUM")
+    # -- then the database (the caller holds the transaction) -------------------------------------
+    for name in ("experiments", "runs", "steps", "models", "ledger"):
+        conn.execute(f"ALTER TABLE {name} RENAME TO {name}_v1")
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    for (exp_id, name, spec_yaml, spec_hash, status, created, finished, version) in conn.execute(
+            "SELECT id, name, spec_yaml, spec_hash, status, created, finished, palimpsest_version "
+            "FROM experiments_v1").fetchall():
+        kind, new_yaml, new_hash = upgraded[exp_id]
+        conn.execute("INSERT INTO experiments (id, kind, name, spec_yaml, spec_hash, status, created, finished, "
+                     "palimpsest_version) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (exp_id, kind, name, new_yaml, new_hash, status, created, finished, version))
+    for digest, (stream_json, data) in stream_rows.items():
+        conn.execute("INSERT INTO streams (digest, description_json, test_path, created) VALUES (?,?,?,?)",
+                     (digest, stream_json, test_paths.get(digest), 0.0))
+        conn.executemany("INSERT INTO stream_data (digest, position, task, split, indices) VALUES (?,?,?,?,?)",
+                         [(digest, pos, task, split, to_blob(from_blob(blob).astype(np.int64)))
+                          for pos, task, split, blob in data])
+    for r in conn.execute("SELECT id, experiment_id, label, strategy, settings_json, training_json, seed, status, "
+                          "schedule_json, created, finished, error FROM runs_v1").fetchall():
+        run_id = r[0]
+        conn.execute("INSERT INTO runs (id, experiment_id, label, strategy, settings_json, training_json, seed, "
+                     "status, stream_digest, schedule_json, folder, state_format, created, finished, error) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (*r[:8], digests[run_id], r[8], folders.get(run_id, f"checkpoints/{run_id.replace('/', '__')}"),
+                      1, *r[9:]))
+    paths = {(run_id, step): (model, state) for run_id, step, model, state in step_paths}
+    for r in conn.execute("SELECT run_id, step, tasks_json, train_seconds, eval_seconds, mean_loss, n_examples "
+                          "FROM steps_v1").fetchall():
+        model, state = paths.get((r[0], r[1]), (None, None))
+        conn.execute("INSERT INTO steps (run_id, step, tasks_json, train_seconds, eval_seconds, mean_loss, "
+                     "n_examples, model_path, state_path, predictions_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     (*r, model, state, prediction_paths.get((r[0], r[1]))))
+    for r in conn.execute("SELECT id, experiment_id, seed, role, path, seconds, info_json, created "
+                          "FROM models_v1").fetchall():
+        conn.execute("INSERT INTO models (id, experiment_id, seed, role, path, seconds, info_json, created) "
+                     "VALUES (?,?,?,?,?,?,?,?)", (*r[:4], _tail(r[4], "models") or r[4], *r[5:]))
+    conn.execute("INSERT INTO ledger (id, experiment_id, source, seed, request_json, forget_key, method, label, "
+                 "settings_json, status, created, finished, seconds, audit_json, error) "
+                 "SELECT id, experiment_id, source, seed, request_json, forget_key, method, label, settings_json, "
+                 "status, created, finished, seconds, audit_json, error FROM ledger_v1")
+    for name in ("experiments", "runs", "steps", "models", "ledger"):
+        conn.execute(f"DROP TABLE {name}_v1")
+    for name in ("predictions", "test_sets", "train_data"):
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 __all__ = ["migrate_v1"]
