@@ -141,3 +141,29 @@ def test_eight_processes_writing_to_one_folder_lose_nothing(tmp_path):
         assert len(runs) == 2 and all(r["status"] == "finished" for r in runs)
         assert {len(db.steps(r["id"])) for r in runs} == {6, 2}   # naive: initial + 5 steps; joint: initial + 1
     assert db.conn.execute("SELECT COUNT(*) FROM streams").fetchone()[0] == 1   # one stream, stored once
+
+
+def test_a_run_whose_loss_becomes_non_finite_is_stored_as_diverged_never_finished(tmp_path):
+    spec = tmp_path / "boom.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(strategies=["naive", {"name": "naive", "label": "fine",
+                                                                   "training": {"lr": 0.05}}],
+                                             training={"lr": 1.0e30})))
+    result = CliRunner().invoke(app, ["run", str(spec), "--root", str(tmp_path / "res"), "--no-progress"])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "diverged at step 0" in message and "lower training.lr" in message and "lr 1e+30" in message
+    db = ResultsDB(tmp_path / "res")
+    runs = {r["label"]: r for r in db.runs(db.experiments()[0]["id"])}
+    assert runs["naive"]["status"] == "diverged" and runs["fine"]["status"] == "finished"
+    assert db.metrics(runs["naive"]["id"]) == {}                   # never counted as a result
+
+
+def test_an_unlearner_whose_loss_diverges_is_recorded_as_diverged(tmp_path):
+    from palimpsest.run.kinds.unlearn import parse_unlearning_spec, run_unlearning
+    spec = parse_unlearning_spec({"name": "boom", "train": {"dataset": "digits", "model": {"name": "mlp", "settings":
+                                  {"hidden": [16]}}, "training": {"epochs": 2, "batch_size": 32}},
+                                  "forget": [{"kind": "classes", "classes": [3]}],
+                                  "methods": ["retrain", {"name": "gradient_ascent", "settings": {"lr": 1.0e30}}]})
+    exp = run_unlearning(spec, root=tmp_path, progress=False)
+    entry = {e["label"]: e for e in ResultsDB(tmp_path).ledger(exp)}["gradient_ascent"]
+    assert entry["status"] == "diverged" and "lower its lr (now 1e+30)" in entry["error"]

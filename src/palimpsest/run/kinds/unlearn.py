@@ -502,8 +502,11 @@ class UnlearnKind(ExperimentKind):
                          speedup_vs_retrain=ref_info["seconds"] / seconds if seconds else None,
                          cpu_seconds=cpu, retrain_cpu_seconds=ref_cpu,
                          speedup_vs_retrain_cpu=ref_cpu / cpu if cpu and ref_cpu else None)
-            outbox.emit("ledger_close", entry_id=entry_id, status="finished", seconds=seconds, audit=audit,
-                        report=report, outputs_path=outputs_path)
+            diverged = report.get("finite") is False
+            error = (f"{label} diverged: its loss became NaN or infinite during unlearning; lower its lr (now "
+                     f"{job.info['settings'].get('lr', 'the default')}) or its number of steps") if diverged else None
+            outbox.emit("ledger_close", entry_id=entry_id, status="diverged" if diverged else "finished",
+                        seconds=seconds, audit=audit, report=report, outputs_path=outputs_path, error=error)
         except BaseException as err:
             _close_failed(outbox, entry_id, err)
             raise
