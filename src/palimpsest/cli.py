@@ -27,12 +27,16 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _load(spec: Optional[Path]):
+PLUGIN_OPTION = typer.Option([], "--plugin", help="a Python file that registers strategies, unlearners, ... "
+                             "(repeatable)")
+
+
+def _load(spec: Optional[Path], plugins: list[Path] | None = None):
     from .run.spec import load_spec
     path = spec or quickstart_path()
     if spec is None:
         console.print(f"No spec given: running the built-in quickstart ({path.name}).")
-    return load_spec(path)
+    return load_spec(path, [str(p) for p in plugins or []])
 
 
 def _report(root: Path, exp_id: str, show_table: bool = True) -> Path:
@@ -53,12 +57,13 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
         root: Path = ROOT_OPTION,
         resume: bool = typer.Option(False, "--resume", help="continue the latest unfinished experiment of this spec"),
         seeds: Optional[str] = typer.Option(None, help="override the spec's seeds, e.g. 0,1,2"),
-        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars")) -> None:
+        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+        plugin: list[Path] = PLUGIN_OPTION) -> None:
     """Run an experiment: train every strategy x seed, store results, print a table, write a report."""
     try:
         from .core.seeding import configure_torch
         from .run.runner import run_experiment
-        s = _load(spec)
+        s = _load(spec, plugin)
         if seeds is not None:
             try:
                 seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -69,7 +74,8 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
                 raise PalimpsestError("bad --seeds: no seed given", expected="integers separated by commas, "
                                       "e.g. 0,1,2", got=seeds, fix="list at least one seed, or leave --seeds out")
             from .run.spec import parse_spec
-            s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds")
+            s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds",
+                           plugins=[str(p) for p in plugin])
         configure_torch()
         exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
@@ -87,12 +93,13 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
 
 
 @app.command()
-def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), root: Path = ROOT_OPTION) -> None:
+def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), root: Path = ROOT_OPTION,
+             plugin: list[Path] = PLUGIN_OPTION) -> None:
     """Check a spec without running it: every field (all problems at once), then what only the data can
     tell (the stream builds, strategies support it, models build, forget requests resolve)."""
     from .core.registry import KINDS
     try:
-        s = _load(spec)
+        s = _load(spec, plugin)
         kind = KINDS.get(s.kind).obj()
         from .run.store.db import ResultsDB
         db = ResultsDB(root, create=False) if (root / "results.sqlite").is_file() else None
@@ -108,10 +115,15 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
 
 @app.command()
 def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners or "
-                                                          "metrics")) -> None:
+                                                          "metrics"), plugin: list[Path] = PLUGIN_OPTION) -> None:
     """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners and metrics."""
-    from .core.plugins import load_plugins
-    load_plugins()
+    from .core.plugins import load_plugin_file, load_plugins
+    try:
+        load_plugins()
+        for p in plugin:
+            load_plugin_file(p)
+    except PalimpsestError as err:
+        _fail(err)
     from .core.registry import DATASETS, KINDS, METRICS, MODELS, STRATEGIES, UNLEARNERS
     sections = {"kinds": KINDS, "benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES,
                 "unlearners": UNLEARNERS, "metrics": METRICS}
