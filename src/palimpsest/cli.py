@@ -245,7 +245,8 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
 @app.command()
 def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experiment id (or prefix); default: latest"),
           root: Path = ROOT_OPTION) -> None:
-    """Print the ledger of an unlearning experiment: every request, method, status and audit."""
+    """Print the ledger of an unlearning experiment (every entry: request, seed, method, status, audit
+    numbers and verdict, or the error that ended it), then its summary over seeds."""
     try:
         from . import report as rp
         from .run.store.db import ResultsDB
@@ -256,11 +257,9 @@ def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experime
                 raise PalimpsestError(f"experiment {exp_id} is not an unlearning experiment",
                                       expected="an experiment made by `palimpsest forget` or an unlearning spec",
                                       got=exp_id, fix="use `palimpsest report` for learning experiments")
+            from .report.unlearning import ledger_table
+            console.print(ledger_table(db.ledger(exp_id), f"Ledger of {exp_id}"))
             rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
-            for e in db.ledger(exp_id):
-                if e["status"] != "finished":
-                    console.print(f"{e['id']}: {e['status']}" + (f" ({e['error'].splitlines()[-1]})"
-                                                                  if e["error"] else ""))
     except PalimpsestError as err:
         _fail(err)
 
