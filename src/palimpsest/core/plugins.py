@@ -21,7 +21,7 @@ from .errors import PalimpsestError
 
 GROUP = "palimpsest.plugins"
 BUILTINS = ("palimpsest.data.datasets", "palimpsest.models", "palimpsest.learn", "palimpsest.forget",
-            "palimpsest.evaluate", "palimpsest.run.kinds")  # report parts register when report/ is imported
+            "palimpsest.memory", "palimpsest.evaluate", "palimpsest.run.kinds")  # report parts register when report/ is imported
 _loaded: list[str] | None = None
 
 
