@@ -14,6 +14,8 @@ with the same `supersede_key` value and another text is removed as contradicted;
 least recently recalled. With `bucket_search`, search looks only in the query's probed buckets, as TiM
 retrieves; by default it searches every thought (random-hyperplane buckets separate a question from
 its answer often: two vectors at cosine 0.6 share all of 8 bits with probability 0.7^8, about 6%).
+With the defaults (8 bits, radius 2: 37 of 256 buckets probed) two thoughts at cosine 0.9 are compared
+with probability about 0.9, at cosine 0.95 about 0.96.
 
 Where we depart from the paper: TiM's thoughts and its merge text are produced by the language model;
 here the text is stored as given and a merge keeps the newer phrasing.
@@ -31,8 +33,8 @@ from .base import CapacityConfig, Decision, Memory, MemoryPolicy, NewMemory
 
 class ThinkInMemoryConfig(CapacityConfig):
     supersede_key: str | None = Field("key", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-    n_bits: int = Field(6, ge=1, le=30, description="hyperplanes: 2^n_bits buckets")
-    probe_radius: int = Field(1, ge=0, le=3, description="also compare with buckets this many bits away")
+    n_bits: int = Field(8, ge=1, le=30, description="hyperplanes: 2^n_bits buckets")
+    probe_radius: int = Field(2, ge=0, le=3, description="also compare with buckets this many bits away")
     merge_threshold: float = Field(0.85, gt=0, le=1, description="cosine at which two thoughts are merged")
     bucket_search: bool = Field(False, description="search only the query's probed buckets (TiM's retrieval)")
     seed: int = Field(0, ge=0, lt=2**32)
