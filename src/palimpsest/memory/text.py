@@ -24,10 +24,31 @@ def text_key(text: str) -> str:
     return hashlib.sha256(normal_form(text).encode("utf-8")).hexdigest()
 
 
+def stem(word: str) -> str:
+    """A light English suffix stripper (not Porter's): paintings, painted, paints -> paint; studies -> study;
+    running -> run. Enough that a question's "paint" finds "I painted"; short words are left alone."""
+    if len(word) <= 4 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 5:
+        return word[:-3] + "y"
+    if word.endswith("es") and word[-3] in "sxz" and len(word) >= 5:
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
+                word = word[:-1]
+            break
+    return word
+
+
 def tokenize(text: str, stopwords: bool = True) -> list[str]:
-    """Lower-case word tokens (letters and digits), stop words removed unless `stopwords=False`."""
+    """Lower-case word tokens (letters and digits), lightly stemmed, stop words removed unless
+    `stopwords=False`."""
     words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-    return [w for w in words if w not in STOPWORDS] if stopwords else words
+    return [stem(w) for w in words if not stopwords or w not in STOPWORDS]
 
 
 def count_tokens(text: str) -> int:
@@ -35,4 +56,4 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-__all__ = ["STOPWORDS", "count_tokens", "normal_form", "text_key", "tokenize"]
+__all__ = ["STOPWORDS", "count_tokens", "normal_form", "stem", "text_key", "tokenize"]
