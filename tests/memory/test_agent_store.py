@@ -338,3 +338,22 @@ def test_the_minilm_embedder_runs_offline_when_installed(tmp_path):
         assert s.search("does alice have a pet?", retriever="dense", reinforce=False)[0].text.startswith("Alice adopted")
     with pytest.raises(MemoryStoreError, match="384-dimensional"):
         MemoryStore(path, embedder="hashing")
+
+
+def test_an_hnsw_index_is_saved_on_close_and_caught_up_on_open(tmp_path):
+    pytest.importorskip("hnswlib", reason="optional extra palimpsest[ann] not installed")
+    path = tmp_path / "ann.sqlite"
+    with MemoryStore(path, index="hnsw") as s:
+        first = s.add_many([f"fact {i} about the {w}" for i, w in enumerate(["moon", "sea", "oak", "fox"])])
+    assert (tmp_path / "ann.sqlite.hnsw-index.json").is_file()
+    with MemoryStore(path, index="exact") as other:          # another process changes the store meanwhile
+        other.delete(first[1].id)
+        late = other.add("a late fact about the comet")
+    with MemoryStore(path, index="hnsw") as s:
+        assert s.from_snapshot and len(s.index) == 4
+        assert s.search("comet", retriever="dense", reinforce=False, limit=1)[0].id == late.id
+        assert first[1].id not in {h.id for h in s.search("sea", reinforce=False, limit=10)}
+    for junk in tmp_path.glob("ann.sqlite.hnsw-*.bin"):
+        junk.write_bytes(b"damaged")
+    with MemoryStore(path, index="hnsw") as s:               # a damaged snapshot: rebuilt, nothing lost
+        assert not s.from_snapshot and len(s.index) == 4 and len(s) == 4

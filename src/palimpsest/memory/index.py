@@ -10,9 +10,12 @@
 Every index speaks the same small protocol over integer ids and unit vectors (inner product = cosine):
 `add(ids, vectors)` (an id already present is replaced), `remove(ids)`, `search(query, k, allowed)`
 returning (ids, scores) best first, `len()`, `clear()`, `nbytes()`. `allowed` restricts the answer to
-those ids (scopes and metadata filters); an approximate index then answers exactly when the allowed set
-is small and with a filtered graph search otherwise. Indexes live in memory; the store's SQLite file
-holds the vectors and rebuilds the index when it opens.
+those ids (scopes and metadata filters): hnsw walks its graph with a filter, faiss uses an id selector.
+(The store's dense retriever scores a small allowed set, up to 4096 ids, exactly from the stored
+vectors instead: retrieve.py.) Indexes live in memory; the store's SQLite file holds the vectors and
+rebuilds the index when it opens. An index with `save` / `load` (hnsw, whose graph is slow to build)
+is also saved beside the store when it closes and loaded when it opens, then brought up to date from
+the store's history; a missing, stale or damaged snapshot only means a rebuild.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class ExactIndex:
     """All vectors in one growing float32 matrix; a removal moves the last row into the hole."""
 
     name = "exact"
+    exact_subsets = True      # a restricted search scores only the allowed rows
 
     def __init__(self, dim: int) -> None:
         self.dim = _check(dim)
@@ -98,7 +102,6 @@ class HnswIndex:
     grows by doubling. `ef_search` trades recall for speed (hnswlib's `ef`)."""
 
     name = "hnsw"
-    EXACT_BELOW = 4096    # an allowed set this small is searched exactly (faster than a filtered graph walk)
 
     def __init__(self, dim: int, M: int = 16, ef_construction: int = 100, ef_search: int = 64, seed: int = 0) -> None:
         try:
@@ -151,6 +154,23 @@ class HnswIndex:
                 self._live.discard(i)
                 self._deleted.add(i)
 
+    def save(self, path: str) -> dict:
+        """Write the graph to `path`; return what `load` needs besides it."""
+        self._index.save_index(path)
+        return {"dim": self.dim, "M": self.M, "ef_construction": self.ef_construction, "seed": self.seed,
+                "live": sorted(self._live), "deleted": sorted(self._deleted)}
+
+    def load(self, path: str, info: dict) -> bool:
+        """Replace the graph with a saved one made with the same settings; False (and unchanged) if it is not."""
+        if [info.get(k) for k in ("dim", "M", "ef_construction", "seed")] != [self.dim, self.M, self.ef_construction,
+                                                                              self.seed]:
+            return False
+        index = self._hnswlib.Index(space="ip", dim=self.dim)
+        index.load_index(path, max_elements=max(1024, len(info["live"]) + len(info["deleted"])))
+        index.set_num_threads(1)
+        self._index, self._live, self._deleted = index, set(info["live"]), set(info["deleted"])
+        return True
+
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if not self._live or k < 1:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -159,9 +179,6 @@ class HnswIndex:
             allowed_ids = [i for i in np.asarray(allowed).tolist() if i in self._live]
             if not allowed_ids:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            if len(allowed_ids) <= self.EXACT_BELOW:
-                vectors = np.asarray(self._index.get_items(allowed_ids), np.float32)
-                return _top(np.asarray(allowed_ids, np.int64), vectors @ q[0], k)
             keep = set(allowed_ids)
             k = min(k, len(keep))
             self._index.set_ef(max(self.ef_search, k))

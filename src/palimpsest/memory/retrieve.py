@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,15 +107,20 @@ class BM25Index:
         return docs_all[order], total[order]
 
 
+SUBSET_EXACT = 4096   # an allowed set this small is scored exactly from the stored vectors
+
+
 @dataclass
 class Query:
-    """What a retriever sees: the text, its vector, the indexes and the ids it may return."""
+    """What a retriever sees: the text, its vector, the indexes, the ids it may return, and (from the store)
+    a way to read the stored vectors of a few ids."""
 
     text: str
     vector: np.ndarray
     index: object
     bm25: BM25Index
     allowed: np.ndarray | None = None
+    vectors_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def _pairs(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
@@ -123,7 +129,21 @@ def _pairs(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
 
 @RETRIEVERS.register("dense", summary="cosine similarity in the vector index")
 def dense(query: Query, k: int) -> list[tuple[int, float]]:
-    return _pairs(*query.index.search(query.vector, k, query.allowed))
+    """The index's search; a small allowed set (a scope, a filter) is scored exactly from the stored vectors
+    when the index is approximate or scans everything (a restricted graph walk is slow and lossy)."""
+    allowed = query.allowed
+    if (allowed is not None and len(allowed) <= SUBSET_EXACT and query.vectors_of is not None
+            and not getattr(query.index, "exact_subsets", False)):
+        ids, vectors = query.vectors_of(allowed)
+        if len(ids) == 0:
+            return []
+        scores = vectors @ query.vector
+        if len(scores) > k:
+            part = np.argpartition(-scores, k - 1)[:k]
+            ids, scores = ids[part], scores[part]
+        order = np.lexsort((ids, -scores))
+        return _pairs(ids[order], scores[order])
+    return _pairs(*query.index.search(query.vector, k, allowed))
 
 
 @RETRIEVERS.register("bm25", summary="Okapi BM25 keyword retrieval (k1 1.2, b 0.75)")

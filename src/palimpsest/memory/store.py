@@ -17,8 +17,10 @@ it and never deletes it (mem0 users report the opposite).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
 import sqlite3
 import time
@@ -61,6 +63,14 @@ class UnknownMemoryError(MemoryStoreError, KeyError):
 
     def __str__(self) -> str:
         return self.args[0] if self.args else ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _memory(row: tuple) -> Memory:
@@ -131,7 +141,9 @@ class MemoryStore:
             raise
         self.bm25 = BM25Index()
         self._seen = 0
-        self._rebuild()
+        self.from_snapshot = self._load_snapshot()     # whether the index came from a saved snapshot
+        if not self.from_snapshot:
+            self._rebuild()
 
     # ---- opening ---------------------------------------------------------------------------------
 
@@ -193,7 +205,7 @@ class MemoryStore:
             with self._write() as c:
                 if c.execute("SELECT value FROM meta WHERE key = 'embedder_identity'").fetchone() is None:
                     c.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-                        ("embedder", embedder.name), ("embedder_identity", embedder.identity()),
+                        ("store_id", uuid.uuid4().hex), ("embedder", embedder.name), ("embedder_identity", embedder.identity()),
                         ("embedder_settings", json.dumps(embedder.settings())), ("dim", str(embedder.dim))])
             if self._meta("embedder_identity") != embedder.identity():   # another process created it first
                 return self._open_embedder(embedder)
@@ -246,6 +258,56 @@ class MemoryStore:
         finally:
             self.conn.execute("COMMIT")
         self._index_rows(rows)
+
+    # ---- index snapshots (an hnsw graph is slow to rebuild) --------------------------------------
+
+    @property
+    def _snapshot(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.{self.index.name}-index.json")
+
+    def _load_snapshot(self) -> bool:
+        """Load the saved index and catch up through the history; False means rebuild instead."""
+        if not hasattr(self.index, "load") or not self._snapshot.is_file():
+            return False
+        try:
+            info = json.loads(self._snapshot.read_text())
+            graph = self._snapshot.with_name(info["file"])
+            if info["store_id"] != self._meta("store_id") or info["embedder"] != self.embedder.identity() or \
+                    graph.stat().st_size != info["bytes"] or _sha256(graph) != info["sha256"] or \
+                    not self.index.load(str(graph), info["index"]):
+                return False
+            self.conn.execute("BEGIN")
+            try:
+                if self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()[0] < info["seq"]:
+                    return False        # a snapshot from the future of this file: not ours
+                rows = self.conn.execute("SELECT n, text FROM memories").fetchall()
+            finally:
+                self.conn.execute("COMMIT")
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            self.index.clear()
+            return False
+        for n, text in rows:
+            self.bm25.add(n, text)
+        self._seen = info["seq"]
+        self._sync()
+        return True
+
+    def save_index(self) -> Path | None:
+        """Save the index beside the store (done by `close()` for indexes that can), atomically."""
+        if not hasattr(self.index, "save"):
+            return None
+        self._sync()
+        graph = self.path.with_name(f"{self.path.name}.{self.index.name}-{os.getpid()}-{self._seen}.bin")
+        info = {"store_id": self._meta("store_id"), "embedder": self.embedder.identity(), "seq": self._seen,
+                "file": graph.name, "index": self.index.save(str(graph))}
+        info["bytes"], info["sha256"] = graph.stat().st_size, _sha256(graph)
+        temporary = self._snapshot.with_name(self._snapshot.name + f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(info))
+        os.replace(temporary, self._snapshot)           # the commit point
+        for old in self.path.parent.glob(f"{self.path.name}.{self.index.name}-*.bin"):
+            if old.name != graph.name:
+                old.unlink(missing_ok=True)
+        return self._snapshot
 
     def _index_rows(self, rows: list[tuple]) -> None:
         if not rows:
@@ -459,8 +521,8 @@ class MemoryStore:
             n = self._insert(c, text, vector, scope, metadata, bucket, now)
             event = "ADD"
         count, tokens = c.execute(f"SELECT COUNT(*), COALESCE(SUM(tokens), 0) FROM memories WHERE {where}",
-                                  scope).fetchone()
-        if self.policy.over_budget(count, tokens):
+                                  scope).fetchone() if self.policy.bounded else (0, 0)
+        if self.policy.bounded and self.policy.over_budget(count, tokens):
             rows = c.execute(f"SELECT {COLUMNS} FROM memories WHERE {where}", scope).fetchall()
             self._apply(c, self.policy.after_add([_memory(r) for r in rows], n, now), scope, now)
         row = c.execute(f"SELECT {COLUMNS} FROM memories WHERE n = ?", (n,)).fetchone()
@@ -580,7 +642,7 @@ class MemoryStore:
         if allowed is not None and len(allowed) == 0:
             return []
         fetch = max(4 * limit, 20)
-        candidates = fn(Query(query, vector, self.index, self.bm25, allowed), fetch)
+        candidates = fn(Query(query, vector, self.index, self.bm25, allowed, self._vectors_of), fetch)
         if not candidates:
             return []
         relevance = dict(candidates)
@@ -599,6 +661,19 @@ class MemoryStore:
                         self._log(c, m.id, m.n, "RECALL", None, None,
                                   {k: state[k] for k in ("strength", "recalls") if k in state}, now)
         return results
+
+    def _vectors_of(self, ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = [], []
+        ns = np.asarray(ns, np.int64).tolist()
+        for start in range(0, len(ns), 900):
+            part = ns[start:start + 900]
+            for n, blob in self.conn.execute(f"SELECT n, vector FROM memories WHERE n IN ({','.join('?' * len(part))})",
+                                             part):
+                ids.append(n)
+                vectors.append(np.frombuffer(blob, np.float32))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, self.embedder.dim), np.float32)
+        return np.asarray(ids, np.int64), np.stack(vectors)
 
     def get(self, memory_id: str) -> Memory:
         """The memory with this id (an unknown id is an error)."""
@@ -715,7 +790,16 @@ class MemoryStore:
                 "bm25_bytes": self.bm25.nbytes(), "file_bytes": self.path.stat().st_size}
 
     def close(self) -> None:
-        self.conn.close()
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        try:
+            if hasattr(self.index, "save"):
+                self.save_index()
+        except OSError:
+            pass        # only a cache: the next open rebuilds the index
+        finally:
+            self.conn.close()
 
     def __enter__(self) -> MemoryStore:
         return self

@@ -169,6 +169,11 @@ class MemoryPolicy:
     def forget(self, memories: list[Memory], now: float) -> list[int]:
         return []
 
+    @property
+    def bounded(self) -> bool:
+        """Whether an add must count its scope (a capacity or budget to keep)."""
+        return self.capacity is not None
+
     def over_budget(self, count: int, tokens: int) -> bool:
         return self.capacity is not None and count > self.capacity
 

@@ -128,6 +128,10 @@ class Mem1(MemoryPolicy):
         super().__init__(**settings)
         self.consolidate = consolidate or RuleConsolidator()
 
+    @property
+    def bounded(self) -> bool:
+        return True
+
     def over_budget(self, count: int, tokens: int) -> bool:
         c = self.config
         return c.every_turn or (c.budget_items is not None and count > c.budget_items) or \
