@@ -319,15 +319,16 @@ class MemoryStore:
 
     def _sync(self) -> None:
         """Apply the changes made since this process last looked (by it or by others) to the indexes."""
-        marks = ",".join("?" * len(INDEXED_EVENTS))
-        changes = self.conn.execute(f"SELECT seq, event, n FROM history WHERE seq > ? AND event IN ({marks}) "
-                                    "ORDER BY seq", (self._seen, *INDEXED_EVENTS)).fetchall()
-        if not changes:
+        top = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()[0]
+        if top <= self._seen:
             return
+        marks = ",".join("?" * len(INDEXED_EVENTS))
+        changes = self.conn.execute(f"SELECT seq, event, n FROM history WHERE seq > ? AND seq <= ? AND event IN "
+                                    f"({marks}) ORDER BY seq", (self._seen, top, *INDEXED_EVENTS)).fetchall()
         if any(event == "RESET" for _, event, _ in changes):
             self._rebuild()
             return
-        self._seen = max(seq for seq, _, _ in changes)
+        self._seen = top
         touched = sorted({n for _, _, n in changes if n is not None})
         rows = []
         for start in range(0, len(touched), 500):

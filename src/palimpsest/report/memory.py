@@ -44,7 +44,7 @@ def timeline_figure(rows: list[dict]) -> Figure | None:
     metrics = [("rehearsed_recall", "rehearsed"), ("old_unrehearsed_recall", "old, never rehearsed"),
                ("recent_recall", "recent, never rehearsed")]
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 4.4))
     ax = fig.subplots()
     width = 0.8 / len(metrics)
     for j, (key, name) in enumerate(metrics):
@@ -55,12 +55,12 @@ def timeline_figure(rows: list[dict]) -> Figure | None:
             means.append(mean)
             stds.append(math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
         ax.bar([i + (j - 1) * width for i in range(len(labels))], means, width, yerr=stds, label=name, capsize=2)
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xticks(range(len(labels)), [label.replace(", ", "\n") for label in labels], fontsize=8)
     ax.axhline(0.9, color="#2a7", lw=0.8, ls="--")
     ax.axhline(0.2, color="#c33", lw=0.8, ls="--")
     ax.set_ylabel("recall@k at the last day")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     fig.tight_layout()
     return fig
 
