@@ -111,8 +111,12 @@ class MemoryStore:
                                    fix="pass --store with the file your memories were added to, or add one first")
         if synchronous not in ("full", "normal"):
             raise MemoryStoreError("bad synchronous setting", expected="'full' or 'normal'", got=synchronous)
-        RETRIEVERS.get(retriever)
+        RETRIEVERS.get(retriever)          # unknown names fail before any file is made
         VECTOR_INDEXES.get(index)
+        if isinstance(policy, str):
+            MEMORY_POLICIES.get(policy)
+        if isinstance(embedder, str):
+            EMBEDDERS.get(embedder)
         if not self.path.parent.exists():
             raise MemoryStoreError(f"the folder of {self.path} does not exist", expected="an existing folder",
                                    got=str(self.path.parent), fix="create the folder first")
