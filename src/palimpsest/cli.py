@@ -114,9 +114,11 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
 
 
 @app.command()
-def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners or "
-                                                          "metrics"), plugin: list[Path] = PLUGIN_OPTION) -> None:
-    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners and metrics."""
+def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners, "
+                                                          "metrics, memory-policies, indexes, embedders or retrievers"),
+       plugin: list[Path] = PLUGIN_OPTION) -> None:
+    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners, metrics, and
+    the agent-memory store's policies, vector indexes, embedders and retrievers."""
     from .core.plugins import load_plugin_file, load_plugins
     try:
         load_plugins()
@@ -125,8 +127,10 @@ def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, model
     except PalimpsestError as err:
         _fail(err)
     from .core.registry import DATASETS, KINDS, METRICS, MODELS, STRATEGIES, UNLEARNERS
+    from .memory.registries import EMBEDDERS, MEMORY_POLICIES, RETRIEVERS, VECTOR_INDEXES
     sections = {"kinds": KINDS, "benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES,
-                "unlearners": UNLEARNERS, "metrics": METRICS}
+                "unlearners": UNLEARNERS, "metrics": METRICS, "memory-policies": MEMORY_POLICIES,
+                "indexes": VECTOR_INDEXES, "embedders": EMBEDDERS, "retrievers": RETRIEVERS}
     if kind and kind not in sections:
         _fail(PalimpsestError(f"unknown listing {kind!r}", expected=", ".join(sections), got=kind))
     for name, reg in sections.items():
@@ -309,6 +313,197 @@ def regress(full: bool = typer.Option(False, "--full", help="the full table (rea
     console.print(f"{len(outcomes) - failed} passed, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+# ---- palimpsest memory ...: the agent-memory store ------------------------------------------------
+
+memory_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="An agent-memory store that forgets on purpose (docs/AGENT_MEMORY.md).")
+app.add_typer(memory_app, name="memory")
+STORE_OPTION = typer.Option(Path("palimpsest-memory.sqlite"), "--store", help="the memory store file")
+USER_OPTION = typer.Option(None, "--user", help="user id (scope)")
+AGENT_OPTION = typer.Option(None, "--agent", help="agent id (scope)")
+RUN_OPTION = typer.Option(None, "--run", help="run id (scope)")
+JSON_OPTION = typer.Option(False, "--json", help="print JSON instead of lines")
+
+
+def _pairs(items: Optional[list[str]], option: str) -> dict:
+    """`key=value` options as a dict; values that read as JSON numbers, true/false or null become those."""
+    import json
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PalimpsestError(f"bad {option} {item!r}", expected="key=value", got=item,
+                                  fix=f"e.g. {option} topic=food")
+        try:
+            parsed = json.loads(value)
+            out[key.strip()] = parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _store(path: Path, create: bool = False, **kwargs):
+    from .memory.store import MemoryStore
+    return MemoryStore(path, create=create, **kwargs)
+
+
+def _show(memories, as_json: bool) -> None:
+    import json
+    if as_json:
+        console.print_json(json.dumps([m.to_dict() for m in memories]))
+        return
+    for m in memories:
+        scope = " ".join(f"{k}={v}" for k, v in (("user", m.user_id), ("agent", m.agent_id), ("run", m.run_id)) if v)
+        score = f"{m.score:.4f}  " if m.score is not None else ""
+        console.print(f"{m.id}  {score}{m.text}  [dim]{scope} strength={m.strength:g} recalls={m.recalls}"
+                      f"{' ' + str(m.metadata) if m.metadata else ''}[/]", highlight=False)
+
+
+@memory_app.command("add")
+def memory_add(text: str = typer.Argument(..., help="the memory's text"), user: Optional[str] = USER_OPTION,
+               agent: Optional[str] = AGENT_OPTION, run: Optional[str] = RUN_OPTION,
+               meta: Optional[list[str]] = typer.Option(None, "--meta", help="metadata key=value (repeatable)"),
+               policy: Optional[str] = typer.Option(None, help="forgetting policy (remembered by the store)"),
+               setting: Optional[list[str]] = typer.Option(None, "--setting", help="policy setting key=value"),
+               embedder: Optional[str] = typer.Option(None, help="embedder of a new store (default hashing)"),
+               store: Path = STORE_OPTION) -> None:
+    """Add a memory (identical text in the same scope reinforces the stored one)."""
+    try:
+        settings = _pairs(setting, "--setting") if setting else None
+        with _store(store, create=True, policy=policy, policy_settings=settings, embedder=embedder) as s:
+            m = s.add(text, user_id=user, agent_id=agent, run_id=run, metadata=_pairs(meta, "--meta"))
+        console.print(f"{m.event} {m.id}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("search")
+def memory_search(query: str = typer.Argument(..., help="what to look for"), user: Optional[str] = USER_OPTION,
+                  agent: Optional[str] = AGENT_OPTION, run: Optional[str] = RUN_OPTION,
+                  filter: Optional[list[str]] = typer.Option(None, "--filter", help="metadata key=value (repeatable)"),
+                  limit: int = typer.Option(5, help="how many memories"),
+                  retriever: Optional[str] = typer.Option(None, help="hybrid (default), dense or bm25"),
+                  no_reinforce: bool = typer.Option(False, "--no-reinforce", help="do not strengthen what is found"),
+                  as_json: bool = JSON_OPTION, store: Path = STORE_OPTION) -> None:
+    """Search memories, best first (what is found is reinforced unless --no-reinforce)."""
+    try:
+        with _store(store) as s:
+            found = s.search(query, user_id=user, agent_id=agent, run_id=run, filters=_pairs(filter, "--filter") or None,
+                             limit=limit, retriever=retriever, reinforce=not no_reinforce)
+        _show(found, as_json)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("get")
+def memory_get(memory_id: str = typer.Argument(..., help="memory id"), as_json: bool = JSON_OPTION,
+               store: Path = STORE_OPTION) -> None:
+    """Show one memory."""
+    try:
+        with _store(store) as s:
+            _show([s.get(memory_id)], as_json)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("list")
+def memory_list(user: Optional[str] = USER_OPTION, agent: Optional[str] = AGENT_OPTION, run: Optional[str] = RUN_OPTION,
+                filter: Optional[list[str]] = typer.Option(None, "--filter", help="metadata key=value (repeatable)"),
+                as_json: bool = JSON_OPTION, store: Path = STORE_OPTION) -> None:
+    """List memories (of a scope), oldest first."""
+    try:
+        with _store(store) as s:
+            _show(s.get_all(user_id=user, agent_id=agent, run_id=run, filters=_pairs(filter, "--filter") or None),
+                  as_json)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("update")
+def memory_update(memory_id: str = typer.Argument(..., help="memory id"),
+                  text: str = typer.Argument(..., help="the new text"),
+                  meta: Optional[list[str]] = typer.Option(None, "--meta", help="metadata key=value (repeatable)"),
+                  store: Path = STORE_OPTION) -> None:
+    """Replace a memory's text (its id stays; the history keeps the old text)."""
+    try:
+        with _store(store) as s:
+            m = s.update(memory_id, text, metadata=_pairs(meta, "--meta") or None)
+        console.print(f"UPDATE {m.id}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("delete")
+def memory_delete(memory_id: Optional[str] = typer.Argument(None, help="memory id"),
+                  all_: bool = typer.Option(False, "--all", help="delete every memory of the scope given"),
+                  user: Optional[str] = USER_OPTION, agent: Optional[str] = AGENT_OPTION,
+                  run: Optional[str] = RUN_OPTION, store: Path = STORE_OPTION) -> None:
+    """Delete one memory, or with --all every memory of a scope (--user/--agent/--run)."""
+    try:
+        if (memory_id is None) == (not all_):
+            raise PalimpsestError("say what to delete", expected="a memory id, or --all with --user/--agent/--run",
+                                  got=f"id {memory_id!r}, --all {all_}")
+        with _store(store) as s:
+            if all_:
+                console.print(f"DELETE {s.delete_all(user_id=user, agent_id=agent, run_id=run)} memories")
+            else:
+                s.delete(memory_id)
+                console.print(f"DELETE {memory_id}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("history")
+def memory_history(memory_id: str = typer.Argument(..., help="memory id"), as_json: bool = JSON_OPTION,
+                   store: Path = STORE_OPTION) -> None:
+    """Every change of one memory, oldest first."""
+    import json
+    try:
+        with _store(store) as s:
+            rows = s.history(memory_id)
+        if as_json:
+            console.print_json(json.dumps(rows))
+        for r in [] if as_json else rows:
+            change = r["new_text"] if r["old_text"] is None else (
+                f"{r['old_text']} -> {r['new_text']}" if r["new_text"] not in (None, r["old_text"]) else r["old_text"])
+            console.print(f"{r['seq']:>6} {r['event']:<11} at {r['at']:.0f}  {change or ''}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("forget")
+def memory_forget(user: Optional[str] = USER_OPTION, agent: Optional[str] = AGENT_OPTION,
+                  run: Optional[str] = RUN_OPTION, store: Path = STORE_OPTION) -> None:
+    """Run the store policy's forgetting pass now (e.g. daily from cron)."""
+    try:
+        with _store(store) as s:
+            gone = s.forget(user_id=user, agent_id=agent, run_id=run)
+        console.print(f"FORGET {len(gone)} memories ({s.policy.name})")
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("reset")
+def memory_reset(yes: bool = typer.Option(False, "--yes", help="really remove every memory"),
+                 store: Path = STORE_OPTION) -> None:
+    """Remove every memory of the store (the history keeps them)."""
+    try:
+        if not yes:
+            raise PalimpsestError("reset removes every memory of the store", expected="--yes to confirm",
+                                  got="no --yes", fix=f"palimpsest memory reset --yes --store {store}")
+        with _store(store) as s:
+            console.print(f"RESET {s.reset()} memories")
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("curves")
+def memory_curves(out: Path = typer.Option(Path("memory-curves.html"), "--out", help="HTML page to write")) -> None:
+    """Write a page with MemoryBank's forgetting curve as published and as corrected, side by side."""
+    from .report.memory import write_memory_page
+    console.print(f"page: {write_memory_page(out)}")
 
 
 def main() -> None:

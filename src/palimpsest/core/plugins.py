@@ -25,7 +25,7 @@ from .errors import PalimpsestError
 GROUP = "palimpsest.plugins"
 _files: dict[str, types.ModuleType] = {}
 BUILTINS = ("palimpsest.data.datasets", "palimpsest.models", "palimpsest.learn", "palimpsest.forget",
-            "palimpsest.evaluate", "palimpsest.run.kinds")  # report parts register when report/ is imported
+            "palimpsest.memory", "palimpsest.evaluate", "palimpsest.run.kinds")  # report parts register when report/ is imported
 _loaded: list[str] | None = None
 
 
