@@ -77,7 +77,7 @@ def timeline(args) -> dict:
         print(f"{label:<36} " + " ".join(f"{m:>9.3f} ± {s:.3f}" if i < 3 else f"{m:>10.1f}"
                                           for i, (m, s) in enumerate(cells)))
     if args.page:
-        from palimpsest.report.memory import write_memory_page
+        from palimpsest.report.agent_memory import write_memory_page
         settings = TimelineSettings(users=args.users, days=args.days)
         notes = (f"{settings.users} users x {settings.days} days x {settings.facts_per_day} facts a day; "
                  f"{settings.rehearse_fraction:.0%} rehearsed every {settings.rehearse_every} days; recall@"

@@ -502,7 +502,7 @@ def memory_reset(yes: bool = typer.Option(False, "--yes", help="really remove ev
 @memory_app.command("curves")
 def memory_curves(out: Path = typer.Option(Path("memory-curves.html"), "--out", help="HTML page to write")) -> None:
     """Write a page with MemoryBank's forgetting curve as published and as corrected, side by side."""
-    from .report.memory import write_memory_page
+    from .report.agent_memory import write_memory_page
     console.print(f"page: {write_memory_page(out)}")
 
 

@@ -1,7 +1,7 @@
 """Figures and a self-contained page for the agent-memory store: MemoryBank's forgetting curve as
 published next to the corrected one, and the synthetic timeline's recalls per policy.
 
-    from palimpsest.report.memory import write_memory_page
+    from palimpsest.report.agent_memory import write_memory_page
     write_memory_page("memory.html")                 # the curves alone
     write_memory_page("memory.html", timeline_rows)  # plus benchmarks/bench_agent_memory.py's results
 """
