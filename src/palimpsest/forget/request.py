@@ -21,11 +21,13 @@ class ForgetRequest(Settings):
     of the whole training set.
     """
 
-    kind: Literal["indices", "classes", "subclass", "random"]
-    indices: list[int] | None = None
-    classes: list[int] | None = None
-    fraction: float | None = Field(None, gt=0, le=1)
-    seed: int = 0
+    kind: Literal["indices", "classes", "subclass", "random"] = Field(
+        ..., description="indices: these training examples; classes: every example of these classes; subclass: "
+        "part of one class (by indices or a random fraction); random: a random fraction of the training set")
+    indices: list[int] | None = Field(None, description="indices and subclass: positions in the training set")
+    classes: list[int] | None = Field(None, description="classes and subclass: class ids")
+    fraction: float | None = Field(None, gt=0, le=1, description="random and subclass: the share of examples forgotten")
+    seed: int = Field(0, description="draws the random forget set (random, subclass with a fraction)")
 
     def describe(self) -> str:
         if self.kind == "classes":

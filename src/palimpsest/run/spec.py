@@ -66,9 +66,12 @@ class CheckpointPolicy(Settings):
 
 
 class ModelSpec(Settings):
-    name: str = "mlp"
-    head: Literal["single", "multi"] = "single"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("mlp", description="a registered model (`palimpsest ls models`): mlp, cnn, resnet18_slim, ...")
+    head: Literal["single", "multi"] = Field(
+        "single", description="single: one output layer over every class; multi: one output layer per task "
+        "over that task's classes (task-incremental scenarios)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's factory, "
+                                     "e.g. {hidden: [256, 256]} for mlp (listed per model below)")
     freeze: list[str] = Field(default_factory=list, json_schema_extra=since("0.2"), description="parameter-name prefixes to freeze, e.g. "
                               "[backbone] for a frozen encoder")
     mask_unseen: bool = Field(True, json_schema_extra=since("0.2"), description="single head: classes the model has "
@@ -79,16 +82,18 @@ class ModelSpec(Settings):
 
 
 class PluginSpec(Settings):
-    name: str
-    settings: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(..., description="a registered strategy composed as a plug-in (its hooks and extra loss terms)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the plug-in strategy's settings")
 
 
 class StrategySpec(Settings):
-    name: str
+    name: str = Field(..., description="a registered strategy (`palimpsest ls strategies`)")
     label: str | None = Field(None, pattern=LABEL_PATTERN, max_length=100,
                               description="name shown in tables; defaults to the strategy name "
                               "(joined with its plug-ins' names)")
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict, description="the strategy's settings (listed per "
+                                     "strategy below); unset ones take the tuned defaults for the benchmark, then "
+                                     "the strategy's own defaults")
     training: dict[str, Any] = Field(default_factory=dict, description="overrides of the shared training settings")
     plus: list[PluginSpec] = Field(default_factory=list, json_schema_extra=since("0.2"), description="strategies composed as plug-ins: their hooks "
                                    "run after this one's and their extra loss terms are added (e.g. [lwf])")
@@ -107,12 +112,14 @@ class StrategySpec(Settings):
 class SpecBase(Settings):
     """Fields every kind has."""
 
-    kind: str
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
+    kind: str = Field(..., description="which experiment kind this spec is (`palimpsest ls kinds`)")
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="names the experiment: its id is <name>-<date>-<time>")
+    description: str = Field("", description="free text kept with the experiment")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1000,
                              description="one run per seed; integers in [0, 2^63)")
-    checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy, json_schema_extra=since("0.2"))
+    checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy, json_schema_extra=since("0.2"),
+                                          description="which models each run keeps on disk")
     plugins: list[str] = Field(default_factory=list, json_schema_extra=since("0.2"),
                                description="Python files of one's own that register strategies, unlearners, ... "
                                            "(relative to the spec's folder); loaded before the spec is checked")

@@ -20,15 +20,20 @@ from ..core.config import Settings, since
 
 class TrainingConfig(Settings):
     epochs: int = Field(1, ge=1, description="passes over each experience's data (online scenarios use 1)")
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1, description="examples per mini-batch (a strategy may add replayed ones)")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="the optimizer (torch.optim.SGD, Adam or "
+                                                       "AdamW)")
+    lr: float = Field(0.05, gt=0, description="learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (ignored by adam and adamw)")
+    weight_decay: float = Field(0.0, ge=0, description="the optimizer's weight decay (L2 for sgd and adam, "
+                                "decoupled for adamw)")
     reset_optimizer: bool = Field(False, description="new optimizer state at each experience (Avalanche's habit); "
                                   "off by default because it hurts the plain baseline")
-    eval_batch_size: int = Field(2048, ge=1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    eval_batch_size: int = Field(2048, ge=1, description="examples per forward pass when evaluating (no effect "
+                                 "on results, only on memory and speed)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                        description="where to train: auto (cuda when there is a GPU, else mps on Apple silicon, "
+                        "else cpu), cpu, cuda, cuda:N or mps")
     scheduler: Literal["constant", "cosine", "linear"] = Field(
         "constant", json_schema_extra=since("0.2"), description="learning rate over the optimizer steps of each training call (one experience, "
         "one fit): constant, cosine annealing to 0, or linear decay to 0")

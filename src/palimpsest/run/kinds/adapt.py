@@ -37,33 +37,42 @@ from .learn import LearnKind, make_strategy
 class SourceModelSpec(Settings):
     """The source model: trained on the clean training split with this recipe."""
 
-    dataset: str = "digits"
-    root: str | None = None
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="cnn", settings={"norm": "batch"}))
+    dataset: str = Field("digits", description="a registered dataset (`palimpsest ls benchmarks`)")
+    root: str | None = Field(None, description="folder or file of the dataset; None = the dataset's default location")
+    train_subset: int | None = Field(None, ge=1, description="use this many training examples (random subset)")
+    test_subset: int | None = Field(None, ge=1, description="use this many test examples (random subset)")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="cnn", settings={"norm": "batch"}),
+                             description="the source model (norm and tent need BatchNorm layers)")
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=10, batch_size=32, lr=0.05,
-                                                                            momentum=0.9))
+                                                                            momentum=0.9),
+                                     description="the source model's training recipe")
 
 
 class ShiftSpec(Settings):
     """The shifted domains the model meets at test time: the test split transformed."""
 
-    transform: Literal["noise", "rotation", "permutation"] = "noise"
-    n_domains: int = Field(4, ge=1)
+    transform: Literal["noise", "rotation", "permutation"] = Field(
+        "noise", description="what changes between domains: Gaussian noise of growing strength, rotation by evenly "
+        "spaced angles, or a fixed random pixel permutation per domain")
+    n_domains: int = Field(4, ge=1, description="shifted domains, met one after the other (one step each)")
     max_noise: float = Field(1.5, ge=0, description="noise: standard deviation of the last domain (standardised "
                              "units); the first is clean")
     max_degrees: float = Field(90.0, ge=0, description="rotation: the domains are evenly spaced in [0, max_degrees)")
 
 
 class AdaptSpec(EntriesSpec):
-    kind: Literal["adapt"] = "adapt"
-    name: str = Field("adaptation", pattern=r"^[A-Za-z0-9_.-]+$")
-    source: SourceModelSpec = Field(default_factory=SourceModelSpec)
-    shift: ShiftSpec = Field(default_factory=ShiftSpec)
+    kind: Literal["adapt"] = Field("adapt", description="label-free test-time adaptation")
+    name: str = Field("adaptation", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="names the experiment: its id is <name>-<date>-<time>")
+    source: SourceModelSpec = Field(default_factory=SourceModelSpec, description="the source model, trained once "
+                                    "per seed on the clean training split (cached)")
+    shift: ShiftSpec = Field(default_factory=ShiftSpec, description="the shifted test domains")
     adaptation: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, batch_size=64,
-                                                                              optimizer="adam", lr=1e-3))
-    methods: list[StrategySpec] = Field(..., min_length=1)
+                                                                              optimizer="adam", lr=1e-3),
+                                       description="optimisation settings of the adaptation on each domain's "
+                                       "unlabelled test inputs")
+    methods: list[StrategySpec] = Field(..., min_length=1, description="label-free strategies only (source, norm, "
+                                        "tent, ...); `- tent` is short for `- {name: tent}`")
     entries_field = "methods"
 
     # what LearnKind's run machinery reads

@@ -44,25 +44,40 @@ from .base import ExperimentKind, Job, job_id
 
 class RecurrenceSpec(Settings):
     length: int = Field(..., ge=1, description="number of training steps")
-    distribution: Literal["uniform", "power_law"] = "uniform"
-    alpha: float = Field(1.0, gt=0)
+    distribution: Literal["uniform", "power_law"] = Field(
+        "uniform", description="how a step that introduces no new task picks an earlier one: uniformly, or with "
+        "probability proportional to (steps since it was last seen)^-alpha")
+    alpha: float = Field(1.0, gt=0, description="power_law: the exponent")
     introduce: Literal["first", "spread"] = Field("spread", description="new tasks all first, or spread evenly")
 
 
 class BenchmarkSpec(Settings):
-    dataset: str = "fashion_mnist"
-    root: str | None = Field(None, description="folder or file of the dataset; None = the dataset's default")
-    scenario: Literal["class", "task", "domain"] = "class"
-    n_experiences: int = Field(5, ge=1)
-    class_order: list[int] | None = None
+    dataset: str = Field("fashion_mnist", description="a registered dataset (`palimpsest ls benchmarks`; listed "
+                         "below with its options); npz reads your own arrays")
+    root: str | None = Field(None, description="folder or file of the dataset (for npz: the .npz file); None = "
+                             "the dataset's default location")
+    scenario: Literal["class", "task", "domain"] = Field(
+        "class", description="class: disjoint classes per experience, no task id at test time; task: the same "
+        "split with the task id given to the model; domain: every class in every experience, the inputs "
+        "transformed differently in each (see transform)")
+    n_experiences: int = Field(5, ge=1, description="experiences in the stream (class and task: the classes split "
+                               "evenly among them, unless first_experience_classes is set)")
+    class_order: list[int] | None = Field(None, description="class ids in the order they are split into "
+                                          "experiences; None = 0, 1, 2, ... (or a seeded shuffle, see "
+                                          "shuffle_classes)")
     shuffle_classes: bool = Field(False, description="draw the class order from the run's seed")
-    first_experience_classes: int | None = Field(None, ge=1)
-    transform: Literal["permutation", "rotation"] = "permutation"
+    first_experience_classes: int | None = Field(None, ge=1, description="classes in the first experience "
+                                                 "(the rest split evenly among the others), e.g. 4 for 4, 2, 2, 2")
+    transform: Literal["permutation", "rotation"] = Field(
+        "permutation", description="domain scenario: a fixed random pixel permutation per experience (seeded by "
+        "the run's seed), or a rotation by evenly spaced angles in [0, 180) degrees")
     online_batch_size: int | None = Field(None, ge=1, description="set for a single pass in mini-batches")
-    recurrence: RecurrenceSpec | None = None
-    validation_fraction: float = Field(0.0, ge=0, lt=1)
+    recurrence: RecurrenceSpec | None = Field(None, description="a training sequence in which experiences "
+                                              "recur (length steps); None = each experience once, in order")
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description="share of each training experience held "
+                                       "out (seeded) as a validation split; it is not trained on")
     train_subset: int | None = Field(None, ge=1, description="use this many training examples (random subset)")
-    test_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1, description="use this many test examples (random subset)")
     standardize: bool = Field(True, json_schema_extra=since("0.2"), description="scale inputs by the training "
                               "mean and standard deviation; false keeps pixels in [0, 1] (Avalanche's and Mammoth's "
                               "ToTensor without Normalize)")
@@ -86,11 +101,15 @@ class BenchmarkSpec(Settings):
 
 
 class LearnSpec(EntriesSpec):
-    kind: Literal["learn"] = Field("learn", json_schema_extra=since("0.2"))
-    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    strategies: list[StrategySpec] = Field(..., min_length=1)
+    kind: Literal["learn"] = Field("learn", json_schema_extra=since("0.2"),
+                                   description="continual learning (the default when `kind` is left out)")
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec, description="the dataset and how it is split "
+                                     "into a stream of experiences")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the network every strategy starts from")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="optimisation settings shared by "
+                                     "every strategy (a strategy's `training` overrides them)")
+    strategies: list[StrategySpec] = Field(..., min_length=1, description="the strategies compared; `- naive` is "
+                                           "short for `- {name: naive}`; one run per strategy and seed")
     init_seed: Literal["derived", "plain"] = Field(
         "derived", json_schema_extra=since("0.2"), description="how the model's initial weights are drawn: from a seed "
         "derived from the run's seed (default), or after torch.manual_seed(seed) as a plain script does")

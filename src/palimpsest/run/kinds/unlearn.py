@@ -55,12 +55,14 @@ REFERENCE = "retrain"
 class OriginalSpec(Settings):
     """How the original model is trained: on every class of the dataset at once."""
 
-    dataset: str = "fashion_mnist"
-    root: str | None = None
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="cnn"))
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=3, lr=0.05, momentum=0.9))
+    dataset: str = Field("fashion_mnist", description="a registered dataset (`palimpsest ls benchmarks`)")
+    root: str | None = Field(None, description="folder or file of the dataset; None = the dataset's default location")
+    train_subset: int | None = Field(None, ge=1, description="use this many training examples (random subset)")
+    test_subset: int | None = Field(None, ge=1, description="use this many test examples (random subset)")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="cnn"), description="the original model")
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=3, lr=0.05, momentum=0.9),
+                                     description="the original recipe: trains the original model and the retrained "
+                                     "reference, and is handed to every method")
 
 
 class SourceSpec(Settings):
@@ -72,9 +74,12 @@ class SourceSpec(Settings):
 
 
 class MethodSpec(Settings):
-    name: str
-    label: str | None = Field(None, pattern=LABEL_PATTERN, max_length=100)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(..., description="a registered unlearner (`palimpsest ls unlearners`); retrain is the "
+                      "reference and is always run")
+    label: str | None = Field(None, pattern=LABEL_PATTERN, max_length=100,
+                              description="name shown in tables; defaults to the method name")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the method's settings (listed per "
+                                     "unlearner below)")
 
     @property
     def display(self) -> str:
@@ -88,28 +93,41 @@ class ReferenceAttackSpec(Settings):
 
 
 class RelearnSpec(Settings):
-    n_examples: int = Field(10, ge=1)
-    steps: int = Field(20, ge=1)
-    lr: float = Field(0.01, gt=0)
+    n_examples: int = Field(10, ge=1, description="forget examples the copy is fine-tuned on (as many retain "
+                            "examples are mixed in)")
+    steps: int = Field(20, ge=1, description="full-batch SGD steps of the fine-tune; accuracy is recorded after each")
+    lr: float = Field(0.01, gt=0, description="learning rate of the fine-tune")
 
 
 class AuditSpec(Settings):
-    population_mia: bool = True
-    reference_mia: ReferenceAttackSpec = Field(default_factory=ReferenceAttackSpec)
-    relearn: RelearnSpec | None = None
-    probe: bool = False
+    population_mia: bool = Field(True, description="population membership attacks (a classifier trained on "
+                                 "retain vs test outputs, applied to the forget set)")
+    reference_mia: ReferenceAttackSpec = Field(default_factory=ReferenceAttackSpec,
+                                               description="per-example attacks (RMIA, LiRA) with reference models")
+    relearn: RelearnSpec | None = Field(None, description="relearning audit: how fast a few-shot fine-tune brings "
+                                        "the forgotten data back; None = off")
+    probe: bool = Field(False, description="linear-probe audit: do the frozen features still separate the "
+                        "forgotten classes")
     keep_outputs: bool = Field(True, json_schema_extra=since("0.2"), description="store each audited model's per-example outputs (the audit is "
                                "recomputable from them)")
 
 
 class UnlearnSpec(EntriesSpec):
-    kind: Literal["unlearn"] = Field("unlearn", json_schema_extra=since("0.2"))
-    name: str = Field("unlearning", pattern=r"^[A-Za-z0-9_.-]+$")
-    train: OriginalSpec = Field(default_factory=OriginalSpec)
-    source: SourceSpec | None = Field(None, json_schema_extra=since("0.2"))
-    forget: list[ForgetRequest] = Field(..., min_length=1)
-    methods: list[MethodSpec] = Field(..., min_length=1)
-    audits: AuditSpec = Field(default_factory=AuditSpec)
+    kind: Literal["unlearn"] = Field("unlearn", json_schema_extra=since("0.2"),
+                                     description="forget on request (required: a spec without `kind` is a "
+                                     "learning spec)")
+    name: str = Field("unlearning", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="names the experiment: its id is <name>-<date>-<time>")
+    train: OriginalSpec = Field(default_factory=OriginalSpec, description="how the original model is trained "
+                                "(leave out when `source` is given)")
+    source: SourceSpec | None = Field(None, json_schema_extra=since("0.2"),
+                                      description="take the original model from a stored learning run instead")
+    forget: list[ForgetRequest] = Field(..., min_length=1, description="the forget requests, each run with "
+                                        "every method")
+    methods: list[MethodSpec] = Field(..., min_length=1, description="the unlearners compared; `- ssd` is short "
+                                      "for `- {name: ssd}`")
+    audits: AuditSpec = Field(default_factory=AuditSpec, description="what each unlearned model is audited with, "
+                              "next to the retrained reference")
     entries_field = "methods"
 
     @model_validator(mode="after")
