@@ -212,9 +212,13 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
            method: list[str] = typer.Option(["retrain"], "--method", help="unlearning method (repeatable)"),
            step: Optional[int] = typer.Option(None, help="the model after this training step (default: last)"),
            seed: int = typer.Option(0, help="seed of a random forget set"),
-           root: Path = ROOT_OPTION) -> None:
+           root: Path = ROOT_OPTION, plugin: list[Path] = PLUGIN_OPTION) -> None:
     """Forget data from a stored model with one or more methods, audited against retraining."""
     try:
+        from .core.plugins import load_plugin_file, load_plugins
+        load_plugins()
+        for p in plugin:
+            load_plugin_file(p)
         from .forget.request import ForgetRequest
         from .run.kinds.unlearn import forget_from_run
         given = [k for k, v in (("classes", classes), ("fraction", fraction), ("indices", indices)) if v is not None]
@@ -238,7 +242,8 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
             UNLEARNERS.get(name)
         from .run.store.db import ResultsDB
         ResultsDB(root, create=False).close()
-        exp_id = forget_from_run(root, run_id, [request], [(m, m, {}) for m in method], step=step)
+        exp_id = forget_from_run(root, run_id, [request], [(m, m, {}) for m in method], step=step,
+                                 plugins=[str(p.resolve()) for p in plugin])
         html = _report(root, exp_id)
         console.print(f"ledger: experiment [bold]{exp_id}[/] in {root / 'results.sqlite'}")
         console.print(f"report: {html}")

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, PalimpsestError
 from ..core.registry import METRICS
 from .records import RunRecord
 
@@ -387,6 +387,40 @@ def compute_metrics(record: RunRecord, views: Sequence[str] = ("class", "task"))
         for name in METRIC_NAMES:
             if name in values:
                 out[f"{name}/{view}"] = values[name]
+        for name, value in registered_metrics(record, view, matrix).items():
+            out[f"{name}/{view}"] = value
+    return out
+
+
+def _inputs(record: RunRecord, view: str, matrix: np.ndarray) -> dict:
+    """What a registered metric may read (its `needs`), for one view; missing inputs are left out."""
+    per_view = {"predictions": record.predictions, "reference": record.reference, "initial": record.initial}
+    out = {"acc": matrix, "step_tasks": record.step_tasks, "targets": record.targets, "test_task": record.test_task}
+    out.update({k: v[view] for k, v in per_view.items() if v is not None and view in v})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def registered_metrics(record: RunRecord, view: str, matrix: np.ndarray) -> dict[str, float]:
+    """Metrics registered beyond the built-in ones (a plugin's, docs/guides/metric.md): each is called
+    with the RunRecord fields its registration names in `needs`, in that order, and left out when
+    one of them is missing. Metrics of other experiment kinds (`kind=...`) are skipped."""
+    out: dict[str, float] = {}
+    inputs = _inputs(record, view, matrix)
+    for entry in METRICS.entries():
+        needs = entry.meta.get("needs")
+        if entry.name in METRIC_NAMES or entry.meta.get("kind") not in (None, "learn") or not needs:
+            continue
+        if not all(n in inputs for n in needs):
+            continue
+        try:
+            out[entry.name] = float(entry.obj(*(inputs[n] for n in needs)))
+        except PalimpsestError:
+            raise
+        except Exception as err:
+            raise PalimpsestError(f"metric {entry.name!r} failed on run {record.strategy} seed {record.seed} "
+                                  f"({view} view)", expected="a number computed from the stored results",
+                                  got=f"{type(err).__name__}: {err}",
+                                  fix=f"fix the function registered as {entry.name!r}") from err
     return out
 
 
@@ -394,5 +428,5 @@ __all__ = [
     "METRIC_NAMES", "average_incremental_accuracy", "backward_transfer", "compute_metrics",
     "final_average_accuracy", "final_example_accuracy", "first_trained_step", "flip_rates", "flip_rates_between", "forgetting",
     "forgetting_per_experience", "forward_transfer", "forward_transfer_gem", "negative_flip_rate",
-    "plasticity", "positive_flip_rate",
+    "plasticity", "positive_flip_rate", "registered_metrics",
 ]

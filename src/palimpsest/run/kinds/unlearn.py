@@ -578,11 +578,13 @@ def parse_unlearning_spec(data: Any, source: str = "spec") -> UnlearnSpec:
 
 
 def forget_from_run(root, run_id: str, requests, methods, step: int | None = None, name: str = "forget",
-                    seed: int = 0, progress: bool = False) -> str:
+                    seed: int = 0, progress: bool = False, plugins: list[str] | tuple = ()) -> str:
     """Run forget requests with `methods` ([(label, name, settings)]) on a stored learning run's
-    model: an unlearning spec whose source is the run, through the one runner; returns its id."""
+    model: an unlearning spec whose source is the run, through the one runner; returns its id.
+    `plugins` (files already loaded) are recorded in the spec."""
     spec = UnlearnSpec(name=name, source=SourceSpec(run=run_id, step=step), forget=list(requests),
-                       methods=[MethodSpec(name=n, label=lb, settings=st) for lb, n, st in methods], seeds=[seed])
+                       methods=[MethodSpec(name=n, label=lb, settings=st) for lb, n, st in methods], seeds=[seed],
+                       plugins=list(plugins))
     return run_unlearning(spec, root, progress=progress)
 
 
