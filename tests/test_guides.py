@@ -249,11 +249,17 @@ def test_the_unlearner_guide_forgets_with_a_new_method(follow):
     guide = follow("unlearner.md")
     from palimpsest.run.store.db import ResultsDB
     with ResultsDB(guide.folder / "results", create=False) as db:
-        ledgers = {e["id"]: db.ledger(e["id"]) for e in db.experiments() if e["kind"] == "unlearn"}
-    assert len(ledgers) == 2   # `palimpsest forget` and the unlearning spec
-    for entries in ledgers.values():
-        methods = {e["label"]: e for e in entries}
-        assert methods["l1_sparse"]["status"] == "finished"
+        ledgers = [(e["name"], {x["label"]: x for x in db.ledger(e["id"])})
+                   for e in db.experiments() if e["kind"] == "unlearn"]
+    assert [name for name, _ in ledgers] == ["forget", "forget", "forget_digits"]   # two commands, one spec
+    assert "l1_sparse" in ledgers[1][1] and "finetune" in ledgers[0][1]
+    spec = ledgers[2][1]
+    assert all(e["status"] == "finished" for e in spec.values()), spec
+    audit = {label: e["audit"] for label, e in spec.items()}
+    # the paper's claim on digits: the l1 penalty takes fine-tuning to the retrained model
+    assert audit["retrain"]["forget_accuracy"] < 0.05
+    assert audit["l1_sparse"]["forget_accuracy"] < audit["finetune"]["forget_accuracy"] - 0.5, audit
+    assert audit["l1_sparse"]["avg_gap"] < audit["finetune"]["avg_gap"] / 3, audit
 
 
 def test_the_metric_guide_adds_a_metric_to_every_run(follow):

@@ -204,8 +204,17 @@ def export(run_id: Optional[str] = typer.Argument(None, help="experiment id (or 
         _fail(err)
 
 
+def _full_run_id(db, run_id: str) -> str:
+    """A run id whose experiment part may be a unique prefix (`digits/naive/seed0`), as elsewhere."""
+    if db.run(run_id) is not None or run_id.count("/") < 2:
+        return run_id
+    exp, rest = run_id.split("/", 1)
+    return f"{db.experiment(exp)['id']}/{rest}"
+
+
 @app.command()
-def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/STRATEGY/seedN (see `palimpsest runs`)"),
+def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/STRATEGY/seedN (see `palimpsest runs`; "
+                                 "EXPERIMENT may be a unique prefix)"),
            classes: Optional[str] = typer.Option(None, help="forget these classes, e.g. 3 or 3,5"),
            fraction: Optional[float] = typer.Option(None, help="forget a random fraction of the training data"),
            indices: Optional[str] = typer.Option(None, help="forget these training-set indices, e.g. 1,5,9"),
@@ -241,7 +250,8 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
         for name in method:
             UNLEARNERS.get(name)
         from .run.store.db import ResultsDB
-        ResultsDB(root, create=False).close()
+        with ResultsDB(root, create=False) as db:
+            run_id = _full_run_id(db, run_id)
         exp_id = forget_from_run(root, run_id, [request], [(m, m, {}) for m in method], step=step,
                                  plugins=[str(p.resolve()) for p in plugin])
         html = _report(root, exp_id)
