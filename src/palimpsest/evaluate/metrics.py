@@ -392,6 +392,9 @@ def compute_metrics(record: RunRecord, views: Sequence[str] = ("class", "task"))
     return out
 
 
+METRIC_INPUTS = ("acc", "step_tasks", "targets", "test_task", "predictions", "reference", "initial")
+
+
 def _inputs(record: RunRecord, view: str, matrix: np.ndarray) -> dict:
     """What a registered metric may read (its `needs`), for one view; missing inputs are left out."""
     per_view = {"predictions": record.predictions, "reference": record.reference, "initial": record.initial}
@@ -410,6 +413,13 @@ def registered_metrics(record: RunRecord, view: str, matrix: np.ndarray) -> dict
         needs = entry.meta.get("needs")
         if entry.name in METRIC_NAMES or entry.meta.get("kind") not in (None, "learn") or not needs:
             continue
+        unknown = [n for n in needs if n not in METRIC_INPUTS]
+        if unknown:
+            import difflib
+            close = difflib.get_close_matches(unknown[0], METRIC_INPUTS, n=1, cutoff=0.5)
+            raise ConfigError(f"metric {entry.name!r} needs {unknown}, which runs do not store",
+                              expected=f"needs among {list(METRIC_INPUTS)}", got=list(needs),
+                              fix=f"did you mean {close[0]!r}?" if close else "see docs/guides/metric.md")
         if not all(n in inputs for n in needs):
             continue
         try:
@@ -425,7 +435,7 @@ def registered_metrics(record: RunRecord, view: str, matrix: np.ndarray) -> dict
 
 
 __all__ = [
-    "METRIC_NAMES", "average_incremental_accuracy", "backward_transfer", "compute_metrics",
+    "METRIC_INPUTS", "METRIC_NAMES", "average_incremental_accuracy", "backward_transfer", "compute_metrics",
     "final_average_accuracy", "final_example_accuracy", "first_trained_step", "flip_rates", "flip_rates_between", "forgetting",
     "forgetting_per_experience", "forward_transfer", "forward_transfer_gem", "negative_flip_rate",
     "plasticity", "positive_flip_rate", "registered_metrics",
