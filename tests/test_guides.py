@@ -289,7 +289,9 @@ def test_a_metric_that_needs_what_runs_do_not_store_is_a_clear_error():
 def test_the_dataset_guide_loads_a_new_format(follow):
     guide = follow("dataset.md")
     rows = summary(guide.folder / "results", "optdigits")
-    assert rows and all(r["n_seeds"] == 1 for r in rows.values())
+    assert set(rows) == {"naive", "er"} and all(r["n_seeds"] == 1 for r in rows.values())
+    final = {k: r["metrics"]["final_average_accuracy/class"]["mean"] for k, r in rows.items()}
+    assert final["er"] > final["naive"] + 0.2, final   # the loaded data makes a real class-incremental stream
 
 
 def test_every_guide_is_tested_and_linked():
