@@ -296,8 +296,19 @@ def test_the_dataset_guide_loads_a_new_format(follow):
 
 def test_every_guide_is_tested_and_linked():
     names = sorted(p.name for p in GUIDES.glob("*.md"))
-    assert names == ["dataset.md", "metric.md", "strategy.md", "unlearner.md"]
+    assert names == ["continual.md", "dataset.md", "metric.md", "strategy.md", "unlearner.md"]
     readme = (ROOT / "README.md").read_text()
     architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     for name in names:
         assert f"docs/guides/{name}" in readme and f"guides/{name}" in architecture, name
+
+
+def test_the_continual_guide_runs_compares_and_resumes(follow):
+    guide = follow("continual.md")
+    from palimpsest.run.store.db import ResultsDB
+    with ResultsDB(guide.folder / "results", create=False) as db:
+        experiments = [e for e in db.experiments() if e["name"] == "split_digits"]
+        assert len(experiments) == 1 and experiments[0]["status"] == "finished"   # resumed, not started again
+    rows = summary(guide.folder / "results", "split_digits")
+    final = {k: r["metrics"]["final_average_accuracy/class"]["mean"] for k, r in rows.items()}
+    assert final["naive"] < 0.3 and final["er_50"] > final["naive"] + 0.3 and final["joint"] > final["er_200"], final

@@ -292,6 +292,9 @@ def doctor(root: Path = ROOT_OPTION, deep: bool = typer.Option(False, "--deep", 
         from .run.store.doctor import check
         from .run.store.doctor import reset_run as reset
         if reset_run:
+            from .run.store.db import ResultsDB
+            with ResultsDB(root, create=False) as db:
+                reset_run = _full_run_id(db, reset_run)
             for item in reset(root, reset_run):
                 console.print(f"removed {item}", highlight=False)
             return

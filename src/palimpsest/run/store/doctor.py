@@ -82,7 +82,8 @@ def check(root: str | Path, deep: bool = False) -> Checkup:
 
 
 def reset_run(root: str | Path, run_id: str) -> list[str]:
-    """Remove run `run_id`'s records and its folder; return what was removed."""
+    """Remove run `run_id`'s records and its folder; return what was removed. A finished experiment
+    becomes "incomplete", so `palimpsest run SPEC --resume` trains the run again."""
     with ResultsDB(root, create=False) as db:
         run = db.run(run_id)
         if run is None:
@@ -91,6 +92,9 @@ def reset_run(root: str | Path, run_id: str) -> list[str]:
             for table in ("steps", "accuracy", "metrics"):
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             c.execute("DELETE FROM runs WHERE id=?", (run_id,))
+            # a finished experiment missing a run is no longer finished: `run SPEC --resume` continues it
+            c.execute("UPDATE experiments SET status='incomplete' WHERE id=? AND status='finished'",
+                      (run["experiment_id"],))
         folder = db.root / run["folder"]
         if folder.is_dir():
             shutil.rmtree(folder)
