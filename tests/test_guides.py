@@ -13,7 +13,7 @@ A guide's fenced blocks say what they are in their info string:
 Every command runs as a fresh `palimpsest` process would: the registries are reset to the built-in
 entries and no plugin file or package is loaded yet. `palimpsest` runs in this process (typer's
 CliRunner), `pip install` installs into a folder of the test (`--target`, offline), `pytest` runs
-in a subprocess. The strategy guide's test is issue 10's done-when: someone who has never seen
+in this process too. The strategy guide's test is issue 10's done-when: someone who has never seen
 palimpsest writes a strategy and runs it from the CLI by following the guide alone.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ import contextlib
 import importlib
 import importlib.util
 import io
-import os
 import runpy
 import shlex
 import shutil
@@ -145,12 +144,12 @@ class Guide:
                 except SystemExit as stop:
                     code = stop.code or 0
             return code, buffer.getvalue()
-        if program == "pytest":
-            env = dict(os.environ, OMP_NUM_THREADS="1",
-                       PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(self.folder)]))
-            out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=self.folder,
-                                 env=env, capture_output=True, text=True, timeout=300)
-            return out.returncode, out.stdout + out.stderr
+        if program == "pytest":   # in this process (a fresh interpreter would spend seconds importing torch)
+            self.fresh()
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer):
+                code = pytest.main(["-p", "no:cacheprovider", "--rootdir", str(self.folder), *args])
+            return int(code), buffer.getvalue()
         if program == "mkdir":
             for d in (a for a in args if a != "-p"):
                 Path(d).mkdir(parents=True, exist_ok=True)
