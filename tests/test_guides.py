@@ -311,3 +311,10 @@ def test_the_continual_guide_runs_compares_and_resumes(follow):
     rows = summary(guide.folder / "results", "split_digits")
     final = {k: r["metrics"]["final_average_accuracy/class"]["mean"] for k, r in rows.items()}
     assert final["naive"] < 0.3 and final["er_50"] > final["naive"] + 0.3 and final["joint"] > final["er_200"], final
+
+
+def test_the_guides_links_lead_somewhere():
+    import re
+    for guide in GUIDES.glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", guide.read_text(encoding="utf-8")):
+            assert (guide.parent / target).exists(), f"{guide.name}: a link to {target}, which does not exist"
