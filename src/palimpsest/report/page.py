@@ -49,6 +49,7 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 .downloads { white-space: nowrap; margin-left: 0.5em; }
 .downloads a { color: #1a5fb4; }
 table.settings td, table.settings th { text-align: left; }
+div.wide { max-width: 100%; overflow-x: auto; }
 """
 
 
@@ -108,8 +109,11 @@ def figure_html(fig: Figure | None, alt: str, caption: str) -> str:
 
 def page(title: str, meta: str, sections: list[str], spec_yaml: str = "", files: list[Path] | None = None) -> str:
     """The page: a title, a line of facts (HTML), the sections, links to the data files written
-    beside it (relative, so the folder can be moved), then the spec that made it."""
+    beside it (relative, so the folder can be moved), then the spec that made it. Every table
+    scrolls sideways inside its own box when the window is narrower than it: the page never does."""
     e = html.escape
+    sections = [re.sub(r"</table>", "</table></div>", re.sub(r"<table\b", '<div class="wide"><table', s))
+                for s in sections]
     data = []
     if files:
         items = "".join(f'<li><a href="{e(f.name)}">{e(f.name)}</a></li>' for f in files)
