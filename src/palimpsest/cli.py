@@ -75,6 +75,9 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
             s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds",
                            plugins=[str(p) for p in plugin])
         configure_torch()
+        from .core.registry import KINDS
+        for line in KINDS.get(s.kind).obj().notes(s):
+            console.print(line, highlight=False, markup=False)
         exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
         console.print(f"experiment [bold]{exp_id}[/] stored in {root / 'results.sqlite'}")
@@ -109,6 +112,8 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
     except PalimpsestError as err:
         _fail(err)
     console.print(f"{spec}: valid {s.kind} spec: {kind.describe(s)}")
+    for line in kind.notes(s):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
