@@ -689,11 +689,12 @@ def comparison_sections(comparison: Comparison) -> list[str]:
             per_seed = ", ".join(f"{s}: {_number(d, row.metric, True)}" for s, d in zip(r.seeds, r.differences))
             rows.append([row.unit, metric_title(row.metric), _number(r.mean_a, row.metric), _number(r.mean_b, row.metric),
                          _number(r.mean_difference, row.metric, True), interval_text(r, row.metric),
-                         _number(r.sd_difference, row.metric), p_text(r.p_sign), p_text(r.p_t), str(r.n), per_seed,
+                         _number(r.sd_difference, row.metric), p_text(r.p_sign), p_text(r.p_t),
+                         str(r.n) + ("*" if r.skipped else ""), per_seed,
                          skipped_text(row) or "—"])
         sections.append(_html_table(
             ["Strategy" if pair.a.kind == "learn" else "Method", "Metric", "A", role, f"{role} − A",
-             f"{level} CI (t)", "sd of differences", "p (sign test)", "p (paired t)", "pairs",
+             f"{level} CI (t)", "sd of differences", "p (sign test)", "p (paired t)", "n",
              f"per seed: {role} − A", "seeds skipped"], rows,
             caption(comparison, "see the last column").replace("B − A", f"{role} − A"),
             [False, False, True, True, True, True, True, True, True, True, False, False]))
