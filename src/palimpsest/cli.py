@@ -509,6 +509,31 @@ def memory_curves(out: Path = typer.Option(Path("memory-curves.html"), "--out", 
     console.print(f"page: {write_memory_page(out)}")
 
 
+@app.command()
+def compare(experiments: list[str] = typer.Argument(..., help="experiments to compare: id, unique id prefix or name "
+                                                    "(the latest of that name); ROOT:ID for another results folder. "
+                                                    "The first is the baseline A"),
+            root: Path = ROOT_OPTION,
+            metric: list[str] = typer.Option([], "--metric", help="metric to compare (repeatable), e.g. forgetting or "
+                                             "forgetting/task; default: final average accuracy, final example "
+                                             "accuracy and forgetting (unlearning: forget, retain and test accuracy, "
+                                             "avg gap)"),
+            confidence: float = typer.Option(0.95, "--confidence", help="level of the t interval"),
+            out: Optional[Path] = typer.Option(None, "--out", help="the HTML page (or its folder); the CSVs go beside "
+                                               "it; default: ROOT/reports/compare-A-vs-B/compare.html")) -> None:
+    """Compare experiments strategy by strategy: paired per-seed differences against the first, with a t
+    interval and an exact sign test, and the settings that differ. Reads the store, writes only the page
+    and its CSVs (docs/COMPARE.md)."""
+    try:
+        from .report.compare import compare_experiments, render_comparison, write_comparison
+        comparison = compare_experiments(experiments, root, metric, confidence)
+        render_comparison(comparison, console)
+        page, table, settings = write_comparison(comparison, out)
+    except PalimpsestError as err:
+        _fail(err)
+    console.print(f"page: {page}\ncsv: {table}, {settings}", highlight=False)
+
+
 def main() -> None:
     try:
         app()
