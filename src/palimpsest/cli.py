@@ -208,16 +208,18 @@ def export(run_id: Optional[str] = typer.Argument(None, help="experiment id (or 
 
 
 def _full_run_id(db, run_id: str) -> str:
-    """A run id whose experiment part may be a unique prefix (`digits/naive/seed0`), as elsewhere."""
+    """A run id whose experiment part may also be an experiment's name (its latest experiment) or a
+    unique id prefix, as `compare` takes them: `digits/naive/seed0`."""
     if db.run(run_id) is not None or run_id.count("/") < 2:
         return run_id
+    from .report.compare import find_experiment
     exp, rest = run_id.split("/", 1)
-    return f"{db.experiment(exp)['id']}/{rest}"
+    return f"{find_experiment(db, exp)[0]['id']}/{rest}"
 
 
 @app.command()
 def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/STRATEGY/seedN (see `palimpsest runs`; "
-                                 "EXPERIMENT may be a unique prefix)"),
+                                 "EXPERIMENT may be an experiment name or a unique id prefix)"),
            classes: Optional[str] = typer.Option(None, help="forget these classes, e.g. 3 or 3,5"),
            fraction: Optional[float] = typer.Option(None, help="forget a random fraction of the training data"),
            indices: Optional[str] = typer.Option(None, help="forget these training-set indices, e.g. 1,5,9"),
