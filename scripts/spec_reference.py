@@ -270,18 +270,26 @@ def signature_rows(func, skip: int = 0) -> list[str]:
     return rows
 
 
+def builtin_entries(registry) -> list:
+    """The registry's entries that palimpsest itself registers, in order."""
+    return [e for e in registry.entries() if builtin(e)]
+
+
+def heading(entry) -> list[str]:
+    """The lines that open an entry's subsection."""
+    return ["", f"### {entry.name}", ""]
+
+
 def dataset_section(registry) -> list[str]:
     lines = ["", "`root` and `standardize` are the benchmark's own fields (`benchmark.root`, `benchmark.standardize`); "
              "every other option goes in `benchmark.options` (learn specs), e.g. "
              "`benchmark: {dataset: npz, root: my_data.npz, options: {remap_labels: true}}`. "
              "Your own loader: [docs/guides/dataset.md](guides/dataset.md)."]
-    for e in registry.entries():
-        if not builtin(e):
-            continue
+    for e in builtin_entries(registry):
         shape = e.meta.get("input_shape")
         form = f" Registered as {e.meta['n_classes']} classes, inputs shaped {tuple(shape)}." \
             if e.meta.get("n_classes") else " Classes and input shape come from the data."
-        lines += ["", f"### {e.name}", "", f"{paragraph(e.obj.__doc__)}{form}", ""]
+        lines += heading(e) + [f"{paragraph(e.obj.__doc__)}{form}", ""]
         lines += signature_rows(e.obj)
         lines += docstring_block("\n\n".join(inspect.cleandoc(e.obj.__doc__ or "").split("\n\n")[1:]))
     return lines
@@ -290,11 +298,9 @@ def dataset_section(registry) -> list[str]:
 def model_section(registry) -> list[str]:
     lines = ["", "`model.settings` holds the options below; `model.head`, `model.mask_unseen`, `model.weights` and "
              "`model.freeze` apply to every model ([ModelSpec](#modelspec))."]
-    for e in registry.entries():
-        if not builtin(e):
-            continue
+    for e in builtin_entries(registry):
         inputs = f" Inputs: {e.meta['inputs']}." if e.meta.get("inputs") else ""
-        lines += ["", f"### {e.name}", "", f"{paragraph(e.obj.__doc__)}{inputs}", ""]
+        lines += heading(e) + [f"{paragraph(e.obj.__doc__)}{inputs}", ""]
         lines += signature_rows(e.obj, skip=1)
     return lines
 
@@ -305,11 +311,9 @@ def strategy_section(registry) -> list[str]:
              "(`<dataset>/<scenario>` patterns, from `learn/defaults.py`, the most specific match first), then the "
              "strategy's own default. `plus: [...]` composes strategies as plug-ins. Your own strategy: "
              "[docs/guides/strategy.md](guides/strategy.md)."]
-    for e in registry.entries():
-        if not builtin(e):
-            continue
+    for e in builtin_entries(registry):
         cls = e.obj
-        lines += ["", f"### {e.name}", "", paragraph(cls.__doc__) or e.summary]
+        lines += heading(e) + [paragraph(cls.__doc__) or e.summary]
         notes = []
         if getattr(cls, "unsupported", None):
             notes.append("does not run in " + ", ".join(f"`{s}`" for s in sorted(cls.unsupported)) + " scenarios")
@@ -333,12 +337,10 @@ def strategy_section(registry) -> list[str]:
 def unlearner_section(registry) -> list[str]:
     lines = ["", "`settings` of a method entry. *Reads* is what the method is handed (a split it did not "
              "declare raises a LeakageError). Your own unlearner: [docs/guides/unlearner.md](guides/unlearner.md)."]
-    for e in registry.entries():
-        if not builtin(e):
-            continue
+    for e in builtin_entries(registry):
         cls = e.obj
         reads = ", ".join(f"{split}: {level}" for split, level in cls.declared().items()) or "nothing"
-        lines += ["", f"### {e.name}", "", paragraph(cls.__doc__) or e.summary, "",
+        lines += heading(e) + [paragraph(cls.__doc__) or e.summary, "",
                   f"Reads: {reads}." + (" Exact: the result is a retrained model." if getattr(cls, "exact", False) else ""),
                   ""]
         lines += fields_table(cls.Config)
@@ -349,9 +351,7 @@ def metric_section(registry) -> list[str]:
     lines = ["", "Formulas: [docs/METRICS.md](METRICS.md). Stored per run as `<metric>/<view>` (view `class`: "
              "class-IL, `task`: task-IL). Your own metric: [docs/guides/metric.md](guides/metric.md).", "",
              "| metric | better | reads | what it is |", "|---|---|---|---|"]
-    for e in registry.entries():
-        if not builtin(e):
-            continue
+    for e in builtin_entries(registry):
         higher = e.meta.get("higher_is_better")
         better = "higher" if higher else "lower" if higher is not None else "—"
         reads = ", ".join(e.meta.get("needs", ())) or "—"
@@ -362,7 +362,7 @@ def metric_section(registry) -> list[str]:
 
 
 def generic_section(registry, where: str) -> list[str]:
-    entries = [e for e in registry.entries() if builtin(e)]
+    entries = builtin_entries(registry)
     lines = ["", f"### {title(registry.kind)}", "", f"Entries of {where}.", "", "| name | what it is |", "|---|---|"]
     lines += [f"| `{e.name}` | {cell(e.summary)} |" for e in entries]
     for e in entries:
