@@ -76,3 +76,15 @@ def test_other_libraries_names_say_when_the_value_changes(name, value, note):
         parse_spec(tiny_spec(strategies=[{"name": strategy, "settings": {name: value}}]), "spec")
     text = "\n".join(info.value.problems)
     assert "did you mean" in text and note in text, text
+
+
+def test_the_specs_shown_in_parity_md_are_the_recipes():
+    import re
+    text = (Path(__file__).parents[2] / "docs" / "PARITY.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    by_name = {p.stem: p for p in RECIPES}
+    for block in blocks:
+        shown = parse_spec(yaml.safe_load(block), "docs/PARITY.md")
+        assert shown.name in by_name, f"docs/PARITY.md shows {shown.name}, which is no recipe"
+        assert shown.model_dump() == load_spec(by_name[shown.name]).model_dump(), shown.name
