@@ -27,8 +27,9 @@ class TrainingConfig(Settings):
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (ignored by adam and adamw)")
     weight_decay: float = Field(0.0, ge=0, description="the optimizer's weight decay (L2 for sgd and adam, "
                                 "decoupled for adamw)")
-    reset_optimizer: bool = Field(False, description="new optimizer state at each experience (Avalanche's habit); "
-                                  "off by default because it hurts the plain baseline")
+    reset_optimizer: bool = Field(False, description="new optimizer state at each experience (Mammoth's habit, and "
+                                  "Avalanche's up to 0.3.1; Avalanche 0.4+ keeps it); off by default because it hurts "
+                                  "the plain baseline")
     eval_batch_size: int = Field(2048, ge=1, description="examples per forward pass when evaluating (no effect "
                                  "on results, only on memory and speed)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
