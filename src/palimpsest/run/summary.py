@@ -83,7 +83,8 @@ def summarize_runs(db: ResultsDB, exp_id: str) -> list[dict]:
 
 def summarize_ledger(db: ResultsDB, exp_id: str | None) -> list[dict]:
     """One row per (request index, label) over finished ledger entries, in ledger order; "stats"
-    aggregates every numeric audit key over seeds."""
+    aggregates every numeric audit key over seeds: mean, SAMPLE std (ddof=1) and the half-width of
+    the 95 % t interval of the mean ("ci95")."""
     from ..forget.request import ForgetRequest
     exp_id = db.experiment(exp_id)["id"]
     rows: dict[tuple[int, str], dict] = {}
@@ -99,7 +100,7 @@ def summarize_ledger(db: ResultsDB, exp_id: str | None) -> list[dict]:
             row["failed"] += 1
     out = []
     for row in rows.values():
-        row["stats"] = aggregate(row["audits"])
+        row["stats"] = aggregate(row["audits"], ddof=1)
         row["n_seeds"] = len(row["audits"])
         out.append(row)
     return out

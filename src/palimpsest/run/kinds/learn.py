@@ -519,12 +519,17 @@ def rebuild_model(run: dict, spec_yaml: str, path, base: dict | None = None) -> 
 
 def load_model(root, run_id: str, step: int | None = None):
     """The model of `run_id` after training step `step` (default: the last), with the spec and
-    the stream description that trained it (class order, tasks, train indices per experience)."""
+    the stream description that trained it (class order, tasks, train indices per experience).
+    An unlearning experiment's ledger entry or stored model id loads that model instead
+    (unlearn.load_stored_model)."""
     import yaml
 
     from ..spec import parse_spec
     with ResultsDB(root, create=False) as db:
         run = db.run(run_id)
+        if run is None and (db.model_entry(run_id) or db.ledger_entry(run_id)):
+            from .unlearn import load_stored_model
+            return load_stored_model(db, run_id)
         if run is None:
             db.record(run_id)  # raises the clear not-found error
         steps = [s for s in db.steps(run_id) if s["step"] != INITIAL_STEP]
