@@ -554,6 +554,9 @@ class UnlearnKind(ExperimentKind):
         from ..summary import summarize_ledger
         return summarize_ledger(db, exp_id)
 
+    def load_stored(self, db, model_id):
+        return load_stored_model(db, model_id)
+
 
 def load_stored_model(db: ResultsDB, model_id: str, device: str | torch.device = "cpu"):
     """A model an unlearning experiment stored, rebuilt: a ledger entry's model (`<exp>/seed<k>/
