@@ -160,16 +160,16 @@ def start_learner(model_spec: ModelSpec, stream: Stream, strategy: Strategy, tra
 
 def retrain_by_strategy(model_spec: ModelSpec, stream: Stream, strategy: Strategy, training: TrainingConfig,
                         schedule: list[list[int]], steps: int, forgotten: np.ndarray, seed: int,
-                        device) -> tuple[Learner, float]:
+                        device) -> tuple[Learner, Stopwatch]:
     """The counterfactual of a continual learner: `strategy` trained from scratch through the first
     `steps` steps of `schedule` on `stream` without the `forgotten` examples (global ids), with a
     seed of its own (another training run, as the offline retrained model is); returns the learner
-    and the seconds spent."""
+    and the clock of its training (wall and CPU seconds)."""
     retrain_seed = derive_seed(seed, "retrain")
     learner = start_learner(model_spec, stream, strategy, training, retrain_seed, retrain_seed, device)
     with Stopwatch() as clock:
         learner.learn(schedule, without(stream, forgotten), steps)
-    return learner, clock.wall
+    return learner, clock
 
 
 # -- the spec ----------------------------------------------------------------------------------
@@ -410,10 +410,10 @@ class LifecycleKind(ExperimentKind):
             try:
                 fresh = learner is None or len(st.forgotten) != len(states[j - 1].forgotten)
                 if fresh:   # something new was forgotten: train again from scratch without it
-                    learner, seconds = retrain_by_strategy(spec.model, stream, self.strategy(spec),
-                                                           spec.training_config, schedule, st.steps, st.forgotten,
-                                                           seed, device)
-                    cost = seconds
+                    learner, clock = retrain_by_strategy(spec.model, stream, self.strategy(spec),
+                                                         spec.training_config, schedule, st.steps, st.forgotten,
+                                                         seed, device)
+                    cost = clock.wall
                 else:       # nothing new forgotten: go on learning (what starting over would give)
                     cost += learner.learn(schedule, without(stream, st.forgotten), st.steps)
                 audit, outputs = self.audit(spec, learner.model, learner.strategy, stream, st, None, seed)

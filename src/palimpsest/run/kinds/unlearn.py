@@ -123,8 +123,8 @@ class UnlearnSpec(EntriesSpec):
 
     def original_digest(self, seed: int) -> str:
         """Identifies the original model: its training spec and seed (the retrain cache key's base)."""
-        if self.source is not None:
-            return hashlib.sha256(f"{self.source.run}@{self.source.step}".encode()).hexdigest()[:16]
+        if self.source is not None:   # "strategy": its references are the run's strategy retrained (0.3)
+            return hashlib.sha256(f"{self.source.run}@{self.source.step}#strategy".encode()).hexdigest()[:16]
         payload = json.dumps({"train": identity(self.train), "seed": seed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -152,6 +152,9 @@ class Origin:
     training: TrainingConfig
     key: str
     source: str
+    # a source run's counterfactual: (forget rows, seed, device) -> (model, wall, cpu seconds) of its
+    # strategy retrained on its stream without those rows (None: retrain offline with `training`)
+    retrain: Callable[[np.ndarray, int, Any], tuple[torch.nn.Module, float, float]] | None = None
 
 
 def load_training_data(t: OriginalSpec) -> TrainingData:
@@ -185,8 +188,21 @@ def origin_from_run(run: dict, spec_yaml: str, step: int, key: str, source: str)
                         torch.cat([e.inputs for e in stream.test]), torch.cat([e.targets for e in stream.test]),
                         stream.n_classes, stream.input_shape)
     classes = sorted({c for e in exps for c in e.classes})
+    training = TrainingConfig(**json.loads(run["training_json"]))
+
+    def retrain(forget_rows: np.ndarray, seed: int, device) -> tuple[torch.nn.Module, float, float]:
+        """The run's strategy trained from scratch through the same steps of the same stream without
+        the forget rows (issue 11: a continual learner is audited against its own counterfactual, not
+        an offline joint model, whose gap to the strategy would enter the verdict unsaid)."""
+        from .learn import strategy_from_run
+        from .lifecycle import learned_ids, retrain_by_strategy
+        forgotten = learned_ids(stream, positions)[np.asarray(forget_rows, dtype=np.int64)]
+        learner, clock = retrain_by_strategy(spec.model, stream, strategy_from_run(run), training, schedule, step + 1,
+                                             forgotten, seed, device)
+        return learner.strategy.eval_model(learner.model).eval(), clock.wall, clock.cpu
+
     return Origin(data, model_factory(spec.model, stream.input_shape, stream.n_classes, classes),
-                  TrainingConfig(**json.loads(run["training_json"])), key, source)
+                  training, key, source, retrain)
 
 
 @KINDS.register("unlearn", summary="forget requests x methods on a trained model, audited against retraining")
@@ -452,18 +468,25 @@ class UnlearnKind(ExperimentKind):
                     info = {"seconds": entry["seconds"], "cpu_seconds": json.loads(entry["info_json"] or "{}")
                             .get("cpu_seconds"), "cached": True}
                 else:
-                    model = origin.make_model().to(device)
-                    retain = torch.as_tensor(split.retain)
-                    with Stopwatch() as clock:
-                        fit(model, origin.data.x_train[retain], origin.data.y_train[retain], origin.training, seed,
-                            device, stage="retrain")
+                    if origin.retrain is not None:   # a continual run: its strategy again, without the forget set
+                        model, wall, cpu = origin.retrain(split.forget, seed, device)
+                    else:
+                        model = origin.make_model().to(device)
+                        retain = torch.as_tensor(split.retain)
+                        with Stopwatch() as clock:
+                            fit(model, origin.data.x_train[retain], origin.data.y_train[retain], origin.training,
+                                seed, device, stage="retrain")
+                        wall, cpu = clock.wall, clock.cpu
                     path = outbox.root / f"models/retrain_{origin.key}_{split.key()}.safetensors"
                     save_state(path, {"model": model.state_dict(), "cache": {}})
                     model_path = outbox.rel(path)
                     outbox.emit("model", model_id=model_id, experiment_id=exp_id, seed=seed, role="retrain",
-                                path=outbox.rel(path), seconds=clock.wall,
-                                info={"spec": spec.train.model_dump(mode="json"), "cpu_seconds": clock.cpu})
-                    info = {"seconds": clock.wall, "cpu_seconds": clock.cpu, "cached": False}
+                                path=outbox.rel(path), seconds=wall,
+                                info={"spec": spec.train.model_dump(mode="json") if spec.source is None
+                                      else spec.source.model_dump(), "cpu_seconds": cpu,
+                                      "reference": "offline" if origin.retrain is None else "strategy"})
+                    info = {"seconds": wall, "cpu_seconds": cpu, "cached": False,
+                            "reference": "offline" if origin.retrain is None else "strategy"}
             mia = None
             if state.get("references") is not None:
                 refs = self._load_references(origin, outbox.root, state["references"], device)
