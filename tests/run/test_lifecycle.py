@@ -130,3 +130,14 @@ def test_a_forget_request_on_a_continual_run_is_audited_against_its_strategy_ret
     assert ref["test_accuracy"] < 0.5 and abs(ref["test_accuracy"] - orig["test_accuracy"]) < 0.15
     model = ResultsDB(tmp_path).model_entry(f"retrain/{ResultsDB(tmp_path).model_entries('retrain/')[0]['id'][8:]}")
     assert model is not None and '"reference": "strategy"' in (model["info_json"] or "")
+
+
+def test_the_worked_example_in_docs_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).parents[2] / "docs" / "LIFECYCLE.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        exec(compile(block, "LIFECYCLE.md", "exec"), {"__name__": "docs_lifecycle"})
+    out = capsys.readouterr().out
+    assert "forget accuracy after the request:" in out and "'retrain': 0.0" in out
