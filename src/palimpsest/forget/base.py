@@ -201,6 +201,11 @@ class Unlearner:
     Config: ClassVar[type[Settings]] = Settings
     reads: ClassVar[dict[str, str] | frozenset[str]] = frozenset()
     exact: ClassVar[bool] = False
+    # builds the model it returns anew instead of editing the one it is given (exact methods do; so does
+    # DP2Unlearning, which fine-tunes a DP base): such a method has no zero-step setting
+    rebuilds: ClassVar[bool] = False
+    # optional libraries the method needs (the conformance suite skips it without them)
+    requires: ClassVar[tuple[str, ...]] = ()
     # Settings under which the method takes no step and must return the model unchanged (checked by
     # the conformance suite); None for methods without such a setting (exact ones rebuild the model).
     zero_steps: ClassVar[dict[str, Any] | None] = None

@@ -73,6 +73,7 @@ class GSLoRA(LossUnlearner):
     name = "gs_lora"
     reads = {"forget": "examples", "retain": "examples"}
     zero_steps = {"epochs": 0}
+    requires = ("peft",)
 
     class Config(Settings):
         r: int = Field(4, ge=1, description="rank of each adapter")
