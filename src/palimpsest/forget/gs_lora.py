@@ -62,6 +62,8 @@ def merge_adapters(model: nn.Module) -> nn.Module:
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, module.get_base_layer())
+    if "peft_config" in vars(model):   # peft's bookkeeping of the adapters just folded in
+        del model.peft_config
     return model
 
 
