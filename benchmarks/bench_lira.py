@@ -92,7 +92,8 @@ def lira_of(model, refs, data, held, forget: np.ndarray, shadow_phi: dict) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="palimpsest-results")
-    ap.add_argument("--experiment", default=None, help="experiment id (default: the newest unlearn_fmnist_memorise)")
+    ap.add_argument("--experiment", default=None, help="experiment id(s), comma-separated, of the same original "
+                    "models (default: the newest unlearn_fmnist_memorise)")
     ap.add_argument("--shadows", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "lira_memorise.json"))
@@ -100,12 +101,16 @@ def main() -> None:
     configure_torch(1)
     root = Path(args.root)
     with ResultsDB(root, create=False) as db:
-        if args.experiment:
-            exp = db.experiment(args.experiment)
+        if args.experiment:   # one or more (comma-separated) experiments of the same original models
+            more = [db.experiment(x) for x in args.experiment.split(",")]
+            exp = more[0]
         else:
             exps = [e for e in db.experiments() if e["name"] == "unlearn_fmnist_memorise" and e["status"] == "finished"]
             exp = max(exps, key=lambda e: e["created"])
-        entries = [e for e in db.ledger(exp["id"]) if e["status"] == "finished" and db.model_entry(e["id"])]
+            more = [exp]
+        entries = [e for x in more for e in db.ledger(x["id"]) if e["status"] == "finished" and db.model_entry(e["id"])]
+        seen: set[tuple] = set()   # the original and the retrained model appear in every experiment: keep one
+        entries = [e for e in entries if (e["label"], e["seed"]) not in seen and not seen.add((e["label"], e["seed"]))]
     spec = parse_spec(__import__("yaml").safe_load(exp["spec_yaml"]), "stored spec")
     data = load_training_data(spec.train)
     print(f"experiment {exp['id']}: {len(entries)} stored models; training {args.shadows} shadow models ...", flush=True)
