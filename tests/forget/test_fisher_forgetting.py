@@ -1,7 +1,6 @@
 """Fisher forgetting (Golatkar et al. 2020): noise the retain set's Fisher does not resist."""
 import copy
 
-import torch
 
 from palimpsest.core.registry import UNLEARNERS
 from palimpsest.forget import ForgetRequest

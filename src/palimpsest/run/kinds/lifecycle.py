@@ -531,27 +531,13 @@ def _close_failed(outbox: Outbox, entry_id: str, err: BaseException) -> None:
 def summarize_lifecycle(db: ResultsDB, exp_id: str | None) -> list[dict]:
     """One row per (event, lineage) over seeds, in event order: "stats" aggregates every numeric
     audit key (mean, sample std, ci95)."""
-    from ...evaluate.aggregate import aggregate
-    exp = db.experiment(exp_id)
-    rows: dict[tuple[int, str], dict] = {}
-    for e in db.ledger(exp["id"]):
-        event = int(e["id"].rsplit("/event", 1)[1])
-        row = rows.setdefault((event, e["label"]), {
-            "experiment": exp["id"], "event": event, "request": LifecycleEvent(**e["request"]).describe(),
-            "request_index": event, "label": e["label"], "method": e["method"], "audits": [], "reports": [],
-            "failed": 0})
-        if e["status"] == "finished" and e["audit"]:
-            row["audits"].append(e["audit"])
-            row["reports"].append(e.get("report") or {})
-        else:
-            row["failed"] += 1
-    out = []
-    for key in sorted(rows, key=lambda k: k[0]):
-        row = rows[key]
-        row["stats"] = aggregate(row["audits"], ddof=1)
-        row["n_seeds"] = len(row["audits"])
-        out.append(row)
-    return out
+    from ..summary import ledger_rows
+    exp_id = db.experiment(exp_id)["id"]
+    rows = ledger_rows(exp_id, db.ledger(exp_id), lambda e: int(e["id"].rsplit("/event", 1)[1]),
+                       lambda request: LifecycleEvent(**request).describe())
+    for row in rows:
+        row["event"] = row["request_index"]
+    return sorted(rows, key=lambda r: r["event"])
 
 
 def run_lifecycle(spec: LifecycleSpec, root="palimpsest-results", resume: bool = False, progress: bool = False) -> str:
