@@ -9,7 +9,8 @@ layer of the backbone); the base model is frozen and only the adapters train, on
         + group_alpha * sum_g (||A_g||_F + ||B_g||_F)                     (group lasso, one group per layer)
         [+ proto * (CE_p(retain) + beta * ReLU(bnd - CE_p(forget)))]     (GS-LoRA++, `proto > 0`)
 
-The group lasso zeroes whole layers' adapters, so a request edits few layers. GS-LoRA++'s
+Adapters train with Adam (as in the authors' code; SGD with the recipe's momentum overshot the bound
+and diverged on the second request of a sequence). The group lasso zeroes whole layers' adapters, so a request edits few layers. GS-LoRA++'s
 prototypes are the original model's mean logit vector per class (computed from the splits read);
 CE_p is cross-entropy over cosine similarities of the current logits to every prototype (over a
 temperature): retained examples are pulled to their class's prototype, forgotten ones pushed from
@@ -37,9 +38,7 @@ from ..core.errors import ConfigError
 from ..core.registry import UNLEARNERS
 from ..core.seeding import generator
 from ..train.batching import paired_batches
-from ..train.config import build_optimizer
 from .base import LossUnlearner, Pair, Unlearned, original_of
-from .common import recipe_with
 
 
 def lora_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -82,13 +81,13 @@ class GSLoRA(LossUnlearner):
         lora_alpha: float = Field(8.0, gt=0, description="adapter scaling: the update is (lora_alpha / r) B A")
         target: str = Field("backbone", description="module under which every nn.Linear gets an adapter "
                             "('' = every linear layer, the head included)")
-        epochs: int = Field(5, ge=0, description="passes over the forget set (each batch paired with a retain batch)")
-        lr: float = Field(0.05, gt=0, description="learning rate of the adapters (the recipe's optimizer kind)")
+        epochs: int = Field(10, ge=0, description="passes over the forget set (each batch paired with a retain batch)")
+        lr: float = Field(2e-3, gt=0, description="Adam learning rate of the adapters")
         batch_size: int | None = Field(None, ge=1, description="batch size of each split; None: the recipe's")
         beta: float = Field(1.0, ge=0, description="weight of the bounded forget loss")
         bnd: float = Field(2.0, gt=0, description="the forget loss rises until the forget set's cross-entropy "
                            "reaches bnd (the paper's BND), then stops pushing; about ln(classes) (2.3 for 10) is "
-                           "chance level: on digits 2 forgot a class at no cost to the others, 3 cost 40 points")
+                           "chance level")
         group_alpha: float = Field(0.001, ge=0, description="weight of the group lasso over layers' adapters")
         proto: float = Field(0.0, ge=0, description="weight of GS-LoRA++'s prototype loss (0: GS-LoRA)")
         temperature: float = Field(0.5, gt=0, description="temperature of the prototype similarities")
@@ -127,8 +126,10 @@ class GSLoRA(LossUnlearner):
         return protos / counts[:, None]
 
     def optimizer(self, model, ctx):
-        return build_optimizer([p for p in model.parameters() if p.requires_grad],
-                               recipe_with(ctx.training, lr=self.config.lr, weight_decay=0.0))
+        # Adam, as the authors' code trains its adapters (AdamW): with the recipe's SGD + momentum the
+        # ascent on the forget loss overshot the bound by 10x on Fashion-MNIST and diverged on the
+        # next request of a sequence
+        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=self.config.lr)
 
     def steps(self, data, ctx, model):
         c = self.config
