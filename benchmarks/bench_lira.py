@@ -106,7 +106,7 @@ def main() -> None:
             exp = more[0]
         else:
             exps = [e for e in db.experiments() if e["name"] == "unlearn_fmnist_memorise" and e["status"] == "finished"]
-            exp = max(exps, key=lambda e: e["created"])
+            exp = db.experiment(max(exps, key=lambda e: e["created"])["id"])
             more = [exp]
         entries = [e for x in more for e in db.ledger(x["id"]) if e["status"] == "finished" and db.model_entry(e["id"])]
         seen: set[tuple] = set()   # the original and the retrained model appear in every experiment: keep one

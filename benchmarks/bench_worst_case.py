@@ -46,7 +46,7 @@ def main() -> None:
     root = Path(args.root)
     with ResultsDB(root, create=False) as db:
         exps = [e for e in db.experiments() if e["name"] == "unlearn_fmnist_memorise" and e["status"] == "finished"]
-        exp = max(exps, key=lambda e: e["created"])
+        exp = db.experiment(max(exps, key=lambda e: e["created"])["id"])
     base = yaml.safe_load(exp["spec_yaml"])
     data = load_training_data(parse_spec(base).train)
     rows = []

@@ -98,9 +98,9 @@ class GSLoRA(LossUnlearner):
         except ImportError:
             raise ConfigError("gs_lora needs the peft library", expected="peft installed",
                               got="no module named peft", fix="pip install 'palimpsest[peft]'") from None
-        from ..learn.lora import linear_targets
         c = self.config
-        targets = linear_targets(model, c.target)
+        targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                   and (not c.target or n == c.target or n.startswith(c.target + "."))]
         if not targets:
             raise ConfigError(f"no linear layer under {c.target!r} for GS-LoRA's adapters",
                               expected="a module name with nn.Linear layers under it", got=c.target,
