@@ -95,7 +95,7 @@ def train_dp_base(make_model, inputs: torch.Tensor, targets: torch.Tensor, *, ep
 
 def group_epsilon(epsilon: float, delta: float, k: int) -> tuple[float, float]:
     """Group privacy of k records under (epsilon, delta)-DP: (k epsilon, k e^{(k-1) epsilon} delta)."""
-    return k * epsilon, (k * math.exp(min((k - 1) * epsilon, 700.0)) * delta)
+    return k * epsilon, min(1.0, k * math.exp(min((k - 1) * epsilon, 700.0)) * delta)   # a δ above 1 says nothing
 
 
 @UNLEARNERS.register("dp2unlearning", summary="DP2Unlearning: a DP-SGD base (opacus, epsilon-bounded per record) "
