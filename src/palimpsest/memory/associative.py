@@ -102,6 +102,10 @@ class MemoryConfig(Settings):
         return self.architecture == "matrix" and self.bias in ("l2", "dot") and self.retention in ("none", "decay")
 
 
+class NonFiniteInput(ConfigError):
+    """A memory layer was handed NaN or infinite values (a diverged model below it, or bad data)."""
+
+
 # -- the memory function and its gradient -------------------------------------------------------
 
 
@@ -427,7 +431,9 @@ class AssociativeMemory(nn.Module):
             else:
                 per_token = []
                 for j, (g, x) in enumerate(gs):
-                    acc = ra[..., None, None] * a[j].unsqueeze(2) + torch.einsum("bhts,bhso,bhsi->bhtoi", rc, g, x)
+                    # Σ_s rc[t, s] g_s x_s^T for every t: one batched product over s
+                    weighted = (rc.unsqueeze(-1) * g.unsqueeze(-3)).transpose(-1, -2)      # (b, h, t, o, s)
+                    acc = ra[..., None, None] * a[j].unsqueeze(2) + weighted @ x.unsqueeze(2)
                     if s is not None:
                         acc = acc + rb[..., None, None] * s[j].unsqueeze(2)
                     per_token.append(project(acc, cfg))
@@ -511,7 +517,7 @@ class MemoryLayer(nn.Module):
             raise ConfigError("memory layer input must be floating point", expected="float32 or float64",
                               got=str(x.dtype), fix="embed token ids first (nn.Embedding), or call x.float()")
         if not torch.isfinite(x).all():
-            raise ConfigError("memory layer input holds NaN or infinite values", expected="finite numbers",
+            raise NonFiniteInput("memory layer input holds NaN or infinite values", expected="finite numbers",
                               got=f"{int((~torch.isfinite(x)).sum())} non-finite of {x.numel()}",
                               fix="check what produced the input (a diverged layer below, a division by zero)")
         if path == "chunked" and x.shape[1] % self.cfg.chunk_size:
@@ -592,6 +598,7 @@ class MemoryLayer(nn.Module):
         return self.read_out(y), new
 
 
-__all__ = ["ARCHITECTURES", "AssociativeMemory", "BIASES", "MemoryConfig", "MemoryLayer", "MemoryState", "ORDERS",
+__all__ = ["ARCHITECTURES", "AssociativeMemory", "BIASES", "MemoryConfig", "MemoryLayer", "MemoryState",
+           "NonFiniteInput", "ORDERS",
            "PATHS", "RETENTIONS", "RULES", "chunk_coefficients", "gradient_factors", "memory_forward", "output_grad",
            "project"]

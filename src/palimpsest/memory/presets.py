@@ -12,6 +12,10 @@
 | yaad | MLP (2 layers) | Huber, δ_t | decay α_t | gd | Behrouz et al. 2025 (Miras) |
 | memora | MLP (2 layers) | ℓ2 | KL (softmax, c = 1) | gd | Behrouz et al. 2025 (Miras) |
 
+MLP memories take smaller inner steps (θ <= 0.1 for Titans, 0.3 for the Miras presets): the squared
+norm of their hidden features is ~ the hidden width, and at θ = 1 the inner gradient descent
+diverges within one sequence (matrix memories read L2-normalised keys, so θ <= 1 is stable).
+
 Each factory's docstring gives the update equations (A accumulator, W = P(A) the memory's weights,
 u_t = −θ_t ∇ℓ(W; k_t, v_t)); docs/MEMORY.md has the same table.
 """
@@ -25,10 +29,11 @@ PRESETS: dict[str, dict] = {
                          "lr": 1.0, "lr_gate": False},
     "deltanet": {"architecture": "matrix", "bias": "l2", "retention": "none", "rule": "gd", "lr": 1.0},
     "gated_deltanet": {"architecture": "matrix", "bias": "l2", "retention": "decay", "rule": "gd", "lr": 1.0},
-    "titans": {"architecture": "mlp", "bias": "l2", "retention": "decay", "rule": "momentum", "lr": 1.0},
-    "moneta": {"architecture": "mlp", "bias": "lp", "p": 3.0, "retention": "lq", "q": 4.0, "rule": "gd", "lr": 1.0},
-    "yaad": {"architecture": "mlp", "bias": "huber", "retention": "decay", "rule": "gd", "lr": 1.0},
-    "memora": {"architecture": "mlp", "bias": "l2", "retention": "kl", "rule": "gd", "lr": 1.0},
+    "titans": {"architecture": "mlp", "bias": "l2", "retention": "decay", "rule": "momentum", "lr": 0.1,
+               "momentum_init": 0.5},
+    "moneta": {"architecture": "mlp", "bias": "lp", "p": 3.0, "retention": "lq", "q": 4.0, "rule": "gd", "lr": 0.3},
+    "yaad": {"architecture": "mlp", "bias": "huber", "retention": "decay", "rule": "gd", "lr": 0.3},
+    "memora": {"architecture": "mlp", "bias": "l2", "retention": "kl", "rule": "gd", "lr": 0.3},
 }
 
 PAPERS = {
