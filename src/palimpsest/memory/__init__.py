@@ -5,7 +5,7 @@
     create_memory(name, dim)        presets (linear attention, DeltaNet, gated DeltaNet, Titans, Moneta,
                                     Yaad, Memora), MoM, HCAM and attention by name (presets.py)
 """
-from . import presets  # noqa: F401  (registers the presets)
+from . import hcam, mom, presets  # noqa: F401  (registers the presets, MoM and HCAM)
 from .associative import MemoryConfig, MemoryLayer, MemoryState
 from .buffer import ReplayBuffer, herding_order
 from .presets import PRESETS, create_memory, preset_names

@@ -531,7 +531,7 @@ class MemoryLayer(nn.Module):
             raise ConfigError("memory layer state has the wrong type", expected="a MemoryState (what the layer returned)",
                               got=type(state).__name__, fix="pass the state returned by the previous call, or None")
         batch = x.shape[0]
-        want = {n: (batch, self.heads, *shape) for n, shape in self.core.shapes.items()}
+        want = {n: (batch, self.core.heads, *shape) for n, shape in self.core.shapes.items()}
         parts = [("weights", state.weights)] + ([("momentum", state.momentum)] if self.cfg.rule == "momentum" else [])
         for label, tensors in parts:
             if tensors is None or set(tensors) != set(want):

@@ -96,12 +96,18 @@ class TokenAdapter(ModelAdapter):
     mixture-of-memories load balancing) when it has one."""
 
     def forward(self, batch) -> ModelOutput:
-        return ModelOutput(self.model(batch["input_ids"]))
+        """Logits at the labelled positions only, (N, V), when the batch has labels; else (B, T, V)."""
+        labels = batch.get("labels")
+        select = None if labels is None else labels != IGNORE_INDEX
+        return ModelOutput(self.model(batch["input_ids"], select=select))
 
     def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
         labels = batch["labels"]
-        loss = F.cross_entropy(output.logits.reshape(-1, output.logits.shape[-1]).float(), labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        if output.logits.dim() == 2:
+            loss = F.cross_entropy(output.logits.float(), labels[labels != IGNORE_INDEX])
+        else:
+            loss = F.cross_entropy(output.logits.reshape(-1, output.logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
         aux = getattr(self.model, "aux_loss", None)
         return loss + aux if isinstance(aux, torch.Tensor) else loss
 

@@ -38,6 +38,8 @@ class CausalAttention(nn.Module):
         b, t, d = x.shape
         h = self.heads
         q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        if state is None and self.window is not None and t > self.window and t % self.window == 0:
+            return self._blocked(q, k, v)
         past = 0
         if state is not None:
             past = state["k"].shape[2]
@@ -51,6 +53,25 @@ class CausalAttention(nn.Module):
         keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
         new = {"k": k[:, :, k.shape[2] - keep:], "v": v[:, :, v.shape[2] - keep:]}
         return self.out(y.transpose(1, 2).reshape(b, t, d)), new
+
+
+    def _blocked(self, q, k, v):
+        """Sliding-window attention in blocks of `window` queries, each over its own block and the one
+        before it: O(T·window) instead of O(T²), the same result as the masked full attention."""
+        b, h, t, d = q.shape
+        w = self.window
+        n = t // w
+        qb, kb, vb = (x.reshape(b, h, n, w, d) for x in (q, k, v))
+        pad = torch.zeros_like(kb[:, :, :1])
+        keys = torch.cat([torch.cat([pad, kb[:, :, :-1]], 2), kb], 3)            # (B, H, N, 2w, d)
+        values = torch.cat([torch.cat([pad, vb[:, :, :-1]], 2), vb], 3)
+        r = torch.arange(w, device=q.device).unsqueeze(1)
+        c = torch.arange(2 * w, device=q.device).unsqueeze(0)
+        allowed = ((c <= r + w) & (c > r)).expand(n, w, 2 * w).clone()
+        allowed[0, :, :w] = False                                                 # nothing before the start
+        y = F.scaled_dot_product_attention(qb, keys, values, attn_mask=allowed)
+        state = {"k": k[:, :, t - (w - 1):], "v": v[:, :, t - (w - 1):]}
+        return self.out(y.reshape(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)), state
 
 
 @MEMORY_LAYERS.register("attention", summary="causal softmax attention (the reference architecture; a KV cache)")
@@ -116,7 +137,10 @@ class RecallLM(nn.Module):
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.aux_loss = torch.zeros(())
 
-    def forward(self, input_ids: torch.Tensor, states: list | None = None, offset: int = 0):
+    def forward(self, input_ids: torch.Tensor, states: list | None = None, offset: int = 0,
+                select: torch.Tensor | None = None):
+        """Logits (B, T, vocab), or (N, vocab) at the N positions where the boolean mask `select`
+        (B, T) is true (the read-out then costs only what is asked)."""
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ConfigError("a sequence model reads token ids", expected="an integer tensor (batch, time)",
                               got=f"{tuple(input_ids.shape)} {input_ids.dtype}")
@@ -139,6 +163,8 @@ class RecallLM(nn.Module):
             if isinstance(extra, torch.Tensor):
                 aux = aux + extra
         self.aux_loss = aux
+        if select is not None:
+            x = x[select]
         return self.head(self.norm(x))
 
     def parameter_count(self) -> int:

@@ -34,7 +34,7 @@ from ...core.errors import PalimpsestError
 from ...core.registry import KINDS, MEMORY_LAYERS
 from ...core.seeding import derive_seed, generator, seed_everything
 from ...memory.associative import NonFiniteInput
-from ...data.recall import RECALL_TASKS, RecallTask, recall_accuracy, recall_task
+from ...data.recall import RECALL_TASKS, RecallTask, recall_task
 from ...models.adapters import TokenAdapter
 from ...models.sequence import RecallLM
 from ...train.config import TrainingConfig, build_optimizer, schedule_factor
@@ -155,7 +155,9 @@ def evaluate_recall(model: RecallLM, batches: list) -> float:
     correct = answered = 0
     with torch.no_grad():
         for b in batches:
-            c, n = recall_accuracy(model(b["input_ids"]), b["labels"])
+            mask = b["labels"] != -100
+            logits = model(b["input_ids"], select=mask)
+            c, n = int((logits.argmax(-1) == b["labels"][mask]).sum()), int(mask.sum())
             correct, answered = correct + c, answered + n
     model.train()
     return correct / answered

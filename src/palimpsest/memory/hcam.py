@@ -1,0 +1,101 @@
+"""Hierarchical Chunk Attention Memory (HCAM): "Towards mental time travel: a hierarchical memory for
+reinforcement learning agents" (Lampinen, Chan, Banino and Hill, NeurIPS 2021).
+
+The past is stored in chunks of `chunk_len` steps, each with a summary key (the mean of its keys). A
+query first attends over the summaries, keeps the top-k chunks, then attends in detail inside each of
+them; the chunk-level weights mix the detailed reads:
+
+    s_j = mean_{i ∈ chunk j} k_i                      r_{t,j} = q_t · s_j / √d,   j < chunk(t)
+    J_t = top-k_j r_{t,j},  w_{t,j} = softmax_{j ∈ J_t} r_{t,j}
+    y_t = Σ_{j ∈ J_t} w_{t,j} Σ_{i ∈ chunk j} softmax_i(q_t · k_i / √d) v_i
+
+Only complete chunks strictly before a query's own chunk are memory (the current chunk is the job of a
+local layer below, e.g. a sliding window); a query in the first chunk reads nothing (zeros). Gradients
+reach the summaries through the chunk weights of the selected chunks, as in the paper.
+
+`y, state = layer(x, state)` with `state` the keys and values of the past positions, so a long stream
+can be fed in segments. Departures: one query serves both levels (the paper's agent also uses one);
+summaries are plain means of the keys (no extra layer norm); no relative time encodings.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..core.errors import ConfigError
+from ..core.registry import MEMORY_LAYERS
+
+
+class HCAM(nn.Module):
+    def __init__(self, dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2) -> None:
+        super().__init__()
+        if heads < 1 or dim % heads:
+            raise ConfigError("HCAM heads must divide the width", expected=f"a divisor of {dim}", got=heads)
+        if chunk_len < 1 or top_k < 1:
+            raise ConfigError("HCAM needs positive chunk_len and top_k", expected=">= 1",
+                              got=f"chunk_len={chunk_len}, top_k={top_k}")
+        self.dim, self.heads, self.chunk_len, self.top_k = dim, heads, chunk_len, top_k
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, state: dict | None = None):
+        if x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
+            raise ConfigError("HCAM input has the wrong shape", expected=f"a float tensor (batch, time, {self.dim})",
+                              got=f"{tuple(x.shape)} {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise ConfigError("HCAM input holds NaN or infinite values", expected="finite numbers",
+                              got=f"{int((~torch.isfinite(x)).sum())} non-finite values")
+        b, t, dim = x.shape
+        h, d, length = self.heads, dim // self.heads, self.chunk_len
+        q, k, v = self.qkv(x).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)      # (B, H, T, d)
+        past = 0
+        if state is not None:
+            past = state["keys"].shape[2]
+            if state["keys"].shape[:2] != (b, h) or state["keys"].dtype != x.dtype:
+                raise ConfigError("HCAM state does not fit the input", expected=f"keys (batch={b}, heads={h}, ...) "
+                                  f"of {x.dtype}", got=f"{tuple(state['keys'].shape)} {state['keys'].dtype}",
+                                  fix="pass the state this layer returned for the same batch")
+            k, v = torch.cat([state["keys"], k], 2), torch.cat([state["values"], v], 2)
+        total = k.shape[2]
+        n_chunks = total // length
+        keys = k[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
+        values = v[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
+        summaries = keys.mean(3)                                                # (B, H, N, d)
+        scale = 1 / math.sqrt(d)
+        out = q.new_zeros(b, h, t, d)
+        # queries are processed by the chunk they sit in: all of them see the same complete past chunks
+        position = past
+        while position < past + t:
+            c = position // length
+            end = min((c + 1) * length, past + t)
+            rows = slice(position - past, end - past)
+            if c > 0:
+                qc = q[:, :, rows]                                              # (B, H, n, d)
+                relevance = qc @ summaries[:, :, :c].transpose(-1, -2) * scale  # (B, H, n, c)
+                kk = min(self.top_k, c)
+                top, idx = relevance.topk(kk, -1)
+                weights = F.softmax(top, -1)                                    # (B, H, n, kk)
+                n = qc.shape[2]
+                gather = idx[..., None, None].expand(b, h, n, kk, length, d)
+                ck = keys[:, :, :c].unsqueeze(2).expand(b, h, n, c, length, d).gather(3, gather)
+                cv = values[:, :, :c].unsqueeze(2).expand(b, h, n, c, length, d).gather(3, gather)
+                inner = F.softmax(torch.einsum("bhnd,bhnkld->bhnkl", qc, ck) * scale, -1)
+                reads = torch.einsum("bhnkl,bhnkld->bhnkd", inner, cv)
+                out[:, :, rows] = (weights.unsqueeze(-1) * reads).sum(3)
+            position = end
+        new = {"keys": k, "values": v}
+        return self.out(out.transpose(1, 2).reshape(b, t, dim)), new
+
+
+@MEMORY_LAYERS.register("hcam", summary="hierarchical chunk attention: top-k chunks by summary, then attention "
+                        "inside them (Lampinen et al. 2021)",
+                        paper="Towards mental time travel: a hierarchical memory for reinforcement learning agents")
+def hcam(dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2) -> HCAM:
+    """HCAM (Lampinen et al. 2021); see memory/hcam.py."""
+    return HCAM(dim, heads, chunk_len, top_k)
+
+
+__all__ = ["HCAM", "hcam"]
