@@ -41,7 +41,11 @@ class HCAM(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, state: dict | None = None):
+    accepts_select = True   # models/sequence.py: the last block may ask for some positions only
+
+    def forward(self, x: torch.Tensor, state: dict | None = None, select: torch.Tensor | None = None):
+        """`select` (B, T) boolean: compute the read only at these positions (zeros elsewhere); a model
+        whose loss reads a few positions (passkey: the last one) then pays only for those."""
         if x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
             raise ConfigError("HCAM input has the wrong shape", expected=f"a float tensor (batch, time, {self.dim})",
                               got=f"{tuple(x.shape)} {x.dtype}")
@@ -65,29 +69,39 @@ class HCAM(nn.Module):
         values = v[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
         summaries = keys.mean(3)                                                # (B, H, N, d)
         scale = 1 / math.sqrt(d)
-        out = q.new_zeros(b, h, t, d)
-        # queries are processed by the chunk they sit in: all of them see the same complete past chunks
-        position = past
-        while position < past + t:
-            c = position // length
-            end = min((c + 1) * length, past + t)
-            rows = slice(position - past, end - past)
-            if c > 0:
-                qc = q[:, :, rows]                                              # (B, H, n, d)
-                relevance = qc @ summaries[:, :, :c].transpose(-1, -2) * scale  # (B, H, n, c)
-                kk = min(self.top_k, c)
-                top, idx = relevance.topk(kk, -1)
-                weights = F.softmax(top, -1)                                    # (B, H, n, kk)
-                n = qc.shape[2]
-                gather = idx[..., None, None].expand(b, h, n, kk, length, d)
-                ck = keys[:, :, :c].unsqueeze(2).expand(b, h, n, c, length, d).gather(3, gather)
-                cv = values[:, :, :c].unsqueeze(2).expand(b, h, n, c, length, d).gather(3, gather)
-                inner = F.softmax(torch.einsum("bhnd,bhnkld->bhnkl", qc, ck) * scale, -1)
-                reads = torch.einsum("bhnkl,bhnkld->bhnkd", inner, cv)
-                out[:, :, rows] = (weights.unsqueeze(-1) * reads).sum(3)
-            position = end
+        if select is not None:
+            out = torch.zeros_like(q)
+            rows, cols = select.nonzero(as_tuple=True)
+            if len(rows) and n_chunks:
+                read = self._read(q[rows, :, cols].unsqueeze(2), keys[rows], values[rows], summaries[rows],
+                                  (past + cols).unsqueeze(1), length, d)
+                out = out.permute(0, 2, 1, 3).index_put((rows, cols), read.squeeze(2)).permute(0, 2, 1, 3)
+        elif n_chunks == 0:
+            out = torch.zeros_like(q)
+        else:
+            positions = torch.arange(past, past + t, device=x.device).expand(b, t)
+            out = self._read(q, keys, values, summaries, positions, length, d)
         new = {"keys": k, "values": v}
         return self.out(out.transpose(1, 2).reshape(b, t, dim)), new
+
+
+    def _read(self, q, keys, values, summaries, positions, length, d):
+        """Reads of queries q (B, H, T, d) at absolute positions (B, T) from complete chunks (B, H, N, L, d)."""
+        b, h, t, _ = q.shape
+        n_chunks = keys.shape[2]
+        scale = 1 / math.sqrt(d)
+        # chunk j is memory for the query at absolute position p when j < p // length
+        allowed = torch.arange(n_chunks, device=q.device).view(1, 1, n_chunks) < (positions // length).unsqueeze(-1)
+        relevance = (q @ summaries.transpose(-1, -2) * scale).masked_fill(~allowed.unsqueeze(1), -1e4)
+        kk = min(self.top_k, n_chunks)
+        top, idx = relevance.topk(kk, -1)                                                   # (B, H, T, kk)
+        weights = F.softmax(top, -1) * (top > -1e3)          # a selected chunk must really be in the past
+        index = idx.reshape(b, h, t * kk, 1).expand(-1, -1, -1, length * d)
+        ck = keys.reshape(b, h, n_chunks, length * d).gather(2, index).view(b, h, t, kk, length, d)
+        cv = values.reshape(b, h, n_chunks, length * d).gather(2, index).view(b, h, t, kk, length, d)
+        inner = F.softmax(torch.einsum("bhtd,bhtkld->bhtkl", q, ck) * scale, -1)
+        reads = torch.einsum("bhtkl,bhtkld->bhtkd", inner, cv)
+        return (weights.unsqueeze(-1) * reads).sum(3)
 
 
 @MEMORY_LAYERS.register("hcam", summary="hierarchical chunk attention: top-k chunks by summary, then attention "

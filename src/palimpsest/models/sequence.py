@@ -94,8 +94,11 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim) if hidden else None
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)) if hidden else None
 
-    def forward(self, x, state=None):
-        y, state = self.mixer(self.norm1(x), state)
+    def forward(self, x, state=None, select=None):
+        if select is not None and getattr(self.mixer, "accepts_select", False):
+            y, state = self.mixer(self.norm1(x), state, select=select)
+        else:
+            y, state = self.mixer(self.norm1(x), state)
         x = x + y
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
@@ -156,8 +159,10 @@ class RecallLM(nn.Module):
             x = x + self.position(torch.arange(offset, offset + t, device=x.device))
         states = states or [None] * len(self.blocks)
         new_states, aux = [], x.new_zeros(())
-        for block, state in zip(self.blocks, states):
-            x, s = block(x, state)
+        last = len(self.blocks) - 1
+        for i, (block, state) in enumerate(zip(self.blocks, states)):
+            # the last block's mixer may compute only the positions the read-out is asked for
+            x, s = block(x, state, select if i == last else None)
             new_states.append(s)
             extra = getattr(block.mixer, "aux_loss", None)
             if isinstance(extra, torch.Tensor):
