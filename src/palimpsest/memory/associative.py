@@ -89,6 +89,8 @@ class MemoryConfig(Settings):
     head_dim: int | None = Field(None, ge=1, description="default: dim // heads")
     conv_size: int = Field(2, ge=0, description="causal depthwise convolution over q, k, v (a token shift; "
                            "0 = none, 2 = each token also sees the previous one)")
+    shift_keys: bool = Field(True, description="start the convolution as a token shift of the keys (k_t from "
+                             "x_{t-1}; queries and values from x_t); False: start as the identity")
     chunk_size: int = Field(16, ge=1)
     order: Literal["store_first", "retrieve_first"] = "store_first"
     path: Literal["chunked", "recurrent"] = "chunked"
@@ -453,6 +455,18 @@ class AssociativeMemory(nn.Module):
 # -- the layer ----------------------------------------------------------------------------------------
 
 
+def shift_init(conv: nn.Conv1d, first_key: int, n_keys: int, shift_keys: bool) -> None:
+    """Start a causal depthwise convolution as the identity, except that the channels
+    [first_key, first_key + n_keys) (the keys) read the previous token: a token shift, so that a key
+    written at t is the token before the value at t (what associative recall asks). Learned afterwards."""
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, 0, -1] = 1.0
+        if shift_keys:
+            conv.weight[first_key:first_key + n_keys, 0, -1] = 0.0
+            conv.weight[first_key:first_key + n_keys, 0, -2] = 1.0
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
@@ -481,9 +495,7 @@ class MemoryLayer(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
         if cfg.conv_size > 1:
             self.conv = nn.Conv1d(3 * inner, 3 * inner, cfg.conv_size, groups=3 * inner, bias=False)
-            with torch.no_grad():                         # start as the identity (no shift)
-                self.conv.weight.zero_()
-                self.conv.weight[:, 0, -1] = 1.0
+            shift_init(self.conv, inner, inner, cfg.shift_keys)
         self.gate_names = self._gate_names(cfg)
         self.to_gates = nn.Linear(dim, cfg.heads * len(self.gate_names)) if self.gate_names else None
         if self.to_gates is not None:

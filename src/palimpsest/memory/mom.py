@@ -29,7 +29,7 @@ from torch import nn
 from ..core.config import Settings, validate
 from ..core.errors import ConfigError
 from ..core.registry import MEMORY_LAYERS
-from .associative import AssociativeMemory, MemoryConfig, MemoryLayer, MemoryState
+from .associative import AssociativeMemory, MemoryConfig, MemoryLayer, MemoryState, shift_init
 from .presets import PRESETS
 
 
@@ -70,9 +70,7 @@ class MixtureOfMemories(MemoryLayer):
         if cfg.conv_size > 1:
             self.conv = nn.Conv1d((1 + 2 * m) * inner, (1 + 2 * m) * inner, cfg.conv_size,
                                   groups=(1 + 2 * m) * inner, bias=False)
-            with torch.no_grad():
-                self.conv.weight.zero_()
-                self.conv.weight[:, 0, -1] = 1.0
+            shift_init(self.conv, inner, m * inner, cfg.shift_keys)
         if self.to_gates is not None:
             old = self.to_gates
             self.to_gates = nn.Linear(dim, len(self.gate_names) * m * self.heads)
