@@ -15,7 +15,9 @@ reach the summaries through the chunk weights of the selected chunks, as in the 
 
 `y, state = layer(x, state)` with `state` the keys and values of the past positions, so a long stream
 can be fed in segments. Departures: one query serves both levels (the paper's agent also uses one);
-summaries are plain means of the keys (no extra layer norm); no relative time encodings.
+summaries are plain means of the keys (no extra layer norm); no relative time encodings; as before the
+associative memories, a token shift (a causal convolution of width 2, keys starting from the previous
+token) precedes the projections (`conv_size: 0` removes it).
 """
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ from torch.nn import functional as F
 
 from ..core.errors import ConfigError
 from ..core.registry import MEMORY_LAYERS
+from .associative import shift_init
 
 
 class HCAM(nn.Module):
-    def __init__(self, dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2) -> None:
+    def __init__(self, dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2, conv_size: int = 2,
+                 shift_keys: bool = True) -> None:
         super().__init__()
         if heads < 1 or dim % heads:
             raise ConfigError("HCAM heads must divide the width", expected=f"a divisor of {dim}", got=heads)
@@ -39,6 +43,10 @@ class HCAM(nn.Module):
                               got=f"chunk_len={chunk_len}, top_k={top_k}")
         self.dim, self.heads, self.chunk_len, self.top_k = dim, heads, chunk_len, top_k
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.conv_size = conv_size
+        if conv_size > 1:     # the token shift of the associative memories (memory/associative.py)
+            self.conv = nn.Conv1d(3 * dim, 3 * dim, conv_size, groups=3 * dim, bias=False)
+            shift_init(self.conv, dim, dim, shift_keys)
         self.out = nn.Linear(dim, dim, bias=False)
 
     accepts_select = True   # models/sequence.py: the last block may ask for some positions only
@@ -54,7 +62,15 @@ class HCAM(nn.Module):
                               got=f"{int((~torch.isfinite(x)).sum())} non-finite values")
         b, t, dim = x.shape
         h, d, length = self.heads, dim // self.heads, self.chunk_len
-        q, k, v = self.qkv(x).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)      # (B, H, T, d)
+        qkv = self.qkv(x)
+        context = None
+        if self.conv_size > 1:
+            keep = self.conv_size - 1
+            before = state.get("context") if state is not None else None
+            full = torch.cat([qkv.new_zeros(b, keep, 3 * dim) if before is None else before, qkv], 1)
+            context = full[:, -keep:]
+            qkv = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        q, k, v = qkv.view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)               # (B, H, T, d)
         past = 0
         if state is not None:
             past = state["keys"].shape[2]
@@ -81,7 +97,7 @@ class HCAM(nn.Module):
         else:
             positions = torch.arange(past, past + t, device=x.device).expand(b, t)
             out = self._read(q, keys, values, summaries, positions, length, d)
-        new = {"keys": k, "values": v}
+        new = {"keys": k, "values": v, "context": context}
         return self.out(out.transpose(1, 2).reshape(b, t, dim)), new
 
 
@@ -107,9 +123,10 @@ class HCAM(nn.Module):
 @MEMORY_LAYERS.register("hcam", summary="hierarchical chunk attention: top-k chunks by summary, then attention "
                         "inside them (Lampinen et al. 2021)",
                         paper="Towards mental time travel: a hierarchical memory for reinforcement learning agents")
-def hcam(dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2) -> HCAM:
+def hcam(dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2, conv_size: int = 2,
+         shift_keys: bool = True) -> HCAM:
     """HCAM (Lampinen et al. 2021); see memory/hcam.py."""
-    return HCAM(dim, heads, chunk_len, top_k)
+    return HCAM(dim, heads, chunk_len, top_k, conv_size, shift_keys)
 
 
 __all__ = ["HCAM", "hcam"]
