@@ -73,6 +73,11 @@ class MemoryConfig(Settings):
     architecture: Literal["matrix", "mlp"] = "matrix"
     depth: int = Field(2, ge=2, description="mlp: number of weight matrices (>= 2)")
     expansion: float = Field(2.0, gt=0, description="mlp: hidden width = expansion x head_dim")
+    activation: Literal["silu", "gelu"] = Field("silu", description="mlp: the nonlinearity σ")
+    residual: bool = Field(True, description="mlp: M(x) = x + MLP(x); False: M(x) = MLP(x)")
+    exact_updates: bool = Field(True, description="take the gradient at W_{t-1} for every token when it is "
+                                "linear in W (see the module docstring); False: at the chunk's start, as for "
+                                "every other memory")
     bias: Literal["l2", "lp", "huber", "dot"] = "l2"
     p: float = Field(3.0, ge=2, description="lp bias: the exponent p (>= 2 keeps the gradient smooth)")
     huber_delta: float = Field(1.0, gt=0, description="huber bias: the largest threshold; δ_t = huber_delta x σ(.)")
@@ -101,7 +106,8 @@ class MemoryConfig(Settings):
     def exact(self) -> bool:
         """True when ∇ℓ is linear in W: the gradient is taken at W_{t-1} for every token and the
         chunked path is exact for any chunk size (see the module docstring)."""
-        return self.architecture == "matrix" and self.bias in ("l2", "dot") and self.retention in ("none", "decay")
+        return (self.exact_updates and self.architecture == "matrix" and self.bias in ("l2", "dot")
+                and self.retention in ("none", "decay"))
 
 
 class NonFiniteInput(ConfigError):
@@ -116,6 +122,14 @@ def _silu_grad(z: torch.Tensor) -> torch.Tensor:
     return s * (1 + z * (1 - s))
 
 
+def _gelu_grad(z: torch.Tensor) -> torch.Tensor:
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    return cdf + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+ACTIVATIONS = {"silu": (F.silu, _silu_grad), "gelu": (F.gelu, _gelu_grad)}
+
+
 def _apply(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x (..., n, in) through w (..., out, in) shared over n, or w (..., n, out, in) one per row."""
     if w.dim() == x.dim() + 1:
@@ -123,20 +137,21 @@ def _apply(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x @ w.transpose(-1, -2)
 
 
-def memory_forward(weights: list[torch.Tensor], x: torch.Tensor, architecture: str):
+def memory_forward(weights: list[torch.Tensor], x: torch.Tensor, cfg: MemoryConfig):
     """M_W(x) and what the backward pass needs: (y, layer inputs, pre-activations)."""
-    if architecture == "matrix":
+    if cfg.architecture == "matrix":
         return _apply(weights[0], x), [x], []
+    act = ACTIVATIONS[cfg.activation][0]
     inputs, pre, h = [], [], x
     for i, w in enumerate(weights):
         inputs.append(h)
         z = _apply(w, h)
         if i < len(weights) - 1:
             pre.append(z)
-            h = F.silu(z)
+            h = act(z)
         else:
             h = z
-    return x + h, inputs, pre
+    return (x + h if cfg.residual else h), inputs, pre
 
 
 def output_grad(y: torch.Tensor, v: torch.Tensor, cfg: MemoryConfig, delta: torch.Tensor | None) -> torch.Tensor:
@@ -157,7 +172,7 @@ def gradient_factors(weights: list[torch.Tensor], k: torch.Tensor, v: torch.Tens
     """Per token and layer, ∇_{W_l} ℓ = g_l ⊗ x_l (a rank-1 outer product): the list of (g_l, x_l),
     each (..., n, out_l) and (..., n, in_l), computed by hand so that it stays differentiable for the
     outer training loop."""
-    y, inputs, pre = memory_forward(weights, k, cfg.architecture)
+    y, inputs, pre = memory_forward(weights, k, cfg)
     g = output_grad(y, v, cfg, delta)
     factors: list = [None] * len(weights)
     for i in range(len(weights) - 1, -1, -1):
@@ -165,7 +180,7 @@ def gradient_factors(weights: list[torch.Tensor], k: torch.Tensor, v: torch.Tens
         if i > 0:
             w = weights[i]
             back = g.unsqueeze(-2) @ w if w.dim() == g.dim() + 1 else g @ w
-            g = (back.squeeze(-2) if w.dim() == g.dim() + 1 else back) * _silu_grad(pre[i - 1])
+            g = (back.squeeze(-2) if w.dim() == g.dim() + 1 else back) * ACTIVATIONS[cfg.activation][1](pre[i - 1])
     return factors
 
 
@@ -333,7 +348,7 @@ class AssociativeMemory(nn.Module):
                 w0 = [project(x, cfg) for x in a]       # where this chunk's gradients are taken
             qt, kt, vt = q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1]
             if order == "retrieve_first":
-                outputs.append(memory_forward([project(x, cfg) for x in a], qt, cfg.architecture)[0])
+                outputs.append(memory_forward([project(x, cfg) for x in a], qt, cfg)[0])
             dt = None if delta is None else delta[:, :, t:t + 1]
             factors = gradient_factors(w0, kt, vt, cfg, dt)
             th = theta[:, :, t, None, None]
@@ -345,7 +360,7 @@ class AssociativeMemory(nn.Module):
             al = alpha[:, :, t, None, None]
             a = [al * ai + ui for ai, ui in zip(a, u)]
             if order == "store_first":
-                outputs.append(memory_forward([project(x, cfg) for x in a], qt, cfg.architecture)[0])
+                outputs.append(memory_forward([project(x, cfg) for x in a], qt, cfg)[0])
         return torch.cat(outputs, 2), a, s
 
     # -- chunked, exact (gradient linear in W) ---------------------------------------------------------
@@ -428,8 +443,8 @@ class AssociativeMemory(nn.Module):
                 h = qc[:, :, i]
                 for j, (g, x) in enumerate(gs):
                     z = _read_through(h, a[j], None if s is None else s[j], ra, rb, rc, g, x)
-                    h = F.silu(z) if j < len(gs) - 1 else z
-                y = h if cfg.architecture == "matrix" else qc[:, :, i] + h
+                    h = ACTIVATIONS[cfg.activation][0](z) if j < len(gs) - 1 else z
+                y = qc[:, :, i] + h if cfg.architecture == "mlp" and cfg.residual else h
             else:
                 per_token = []
                 for j, (g, x) in enumerate(gs):
@@ -439,7 +454,7 @@ class AssociativeMemory(nn.Module):
                     if s is not None:
                         acc = acc + rb[..., None, None] * s[j].unsqueeze(2)
                     per_token.append(project(acc, cfg))
-                y = memory_forward(per_token, qc[:, :, i], cfg.architecture)[0]
+                y = memory_forward(per_token, qc[:, :, i], cfg)[0]
             outputs.append(y)
             last_c = cc[:, :, i, -1].unsqueeze(-1)
             new_a = [ac[:, :, i, -1, None, None] * aj + (last_c * g).transpose(-1, -2) @ x
