@@ -17,7 +17,9 @@ reach the summaries through the chunk weights of the selected chunks, as in the 
 can be fed in segments. Departures: one query serves both levels (the paper's agent also uses one);
 summaries are plain means of the keys (no extra layer norm); no relative time encodings; as before the
 associative memories, a token shift (a causal convolution of width 2, keys starting from the previous
-token) precedes the projections (`conv_size: 0` removes it).
+token) precedes the projections (`conv_size: 0` removes it); `train_top_k` (default: top_k) lets training
+read more chunks than evaluation (a relaxation that lets the summary keys get gradients from chunks
+that top-k would not have picked yet).
 """
 from __future__ import annotations
 
@@ -34,14 +36,15 @@ from .associative import shift_init
 
 class HCAM(nn.Module):
     def __init__(self, dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2, conv_size: int = 2,
-                 shift_keys: bool = True) -> None:
+                 shift_keys: bool = True, train_top_k: int | None = None) -> None:
         super().__init__()
         if heads < 1 or dim % heads:
             raise ConfigError("HCAM heads must divide the width", expected=f"a divisor of {dim}", got=heads)
-        if chunk_len < 1 or top_k < 1:
+        if chunk_len < 1 or top_k < 1 or (train_top_k is not None and train_top_k < 1):
             raise ConfigError("HCAM needs positive chunk_len and top_k", expected=">= 1",
                               got=f"chunk_len={chunk_len}, top_k={top_k}")
         self.dim, self.heads, self.chunk_len, self.top_k = dim, heads, chunk_len, top_k
+        self.train_top_k = train_top_k
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.conv_size = conv_size
         if conv_size > 1:     # the token shift of the associative memories (memory/associative.py)
@@ -109,7 +112,8 @@ class HCAM(nn.Module):
         # chunk j is memory for the query at absolute position p when j < p // length
         allowed = torch.arange(n_chunks, device=q.device).view(1, 1, n_chunks) < (positions // length).unsqueeze(-1)
         relevance = (q @ summaries.transpose(-1, -2) * scale).masked_fill(~allowed.unsqueeze(1), -1e4)
-        kk = min(self.top_k, n_chunks)
+        k = self.train_top_k if self.training and self.train_top_k else self.top_k
+        kk = min(k, n_chunks)
         top, idx = relevance.topk(kk, -1)                                                   # (B, H, T, kk)
         weights = F.softmax(top, -1) * (top > -1e3)          # a selected chunk must really be in the past
         index = idx.reshape(b, h, t * kk, 1).expand(-1, -1, -1, length * d)
@@ -124,9 +128,9 @@ class HCAM(nn.Module):
                         "inside them (Lampinen et al. 2021)",
                         paper="Towards mental time travel: a hierarchical memory for reinforcement learning agents")
 def hcam(dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2, conv_size: int = 2,
-         shift_keys: bool = True) -> HCAM:
+         shift_keys: bool = True, train_top_k: int | None = None) -> HCAM:
     """HCAM (Lampinen et al. 2021); see memory/hcam.py."""
-    return HCAM(dim, heads, chunk_len, top_k, conv_size, shift_keys)
+    return HCAM(dim, heads, chunk_len, top_k, conv_size, shift_keys, train_top_k)
 
 
 __all__ = ["HCAM", "hcam"]
