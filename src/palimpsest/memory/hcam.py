@@ -87,7 +87,6 @@ class HCAM(nn.Module):
         keys = k[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
         values = v[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
         summaries = keys.mean(3)                                                # (B, H, N, d)
-        scale = 1 / math.sqrt(d)
         if select is not None:
             out = torch.zeros_like(q)
             rows, cols = select.nonzero(as_tuple=True)
