@@ -106,8 +106,8 @@ def capacity_curve(patterns: torch.Tensor, labels: torch.Tensor, novel: torch.Te
 
         recall          share of stored patterns whose retrieved code equals their stored code exactly
         code overlap    mean share of CMs reinstated
-        recognition     accuracy of telling the n stored patterns from n novel ones by G (threshold = the
-                        midpoint of the two groups' median G)
+        recognition     balanced accuracy of telling the n stored patterns from (up to n) novel ones by G
+                        (threshold = the midpoint of the two groups' median G)
         classification  share of novel patterns whose retrieved code overlaps most with a stored code
                         of the same class (semantic memory from code overlap)
     """
@@ -120,7 +120,8 @@ def capacity_curve(patterns: torch.Tensor, labels: torch.Tensor, novel: torch.Te
         again = mac.retrieve(patterns[:n])
         g_old, g_new = mac.familiarity(patterns[:n]), mac.familiarity(novel[:n])
         threshold = (g_old.median() + g_new.median()) / 2
-        recognition = float(((g_old > threshold).float().sum() + (g_new <= threshold).float().sum()) / (2 * n))
+        # balanced: the mean of the hit rate on stored images and the correct-rejection rate on new ones
+        recognition = float(((g_old > threshold).float().mean() + (g_new <= threshold).float().mean()) / 2)
         probe = mac.retrieve(novel)
         nearest = code_overlap(probe, stored).argmax(1)
         classification = float((labels[:n][nearest] == novel_labels).float().mean())
