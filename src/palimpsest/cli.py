@@ -107,14 +107,16 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
 
 
 @app.command()
-def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners or "
-                                                          "metrics")) -> None:
-    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners and metrics."""
+def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners, "
+                                                          "metrics or memory")) -> None:
+    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners, metrics and
+    memory layers."""
     from .core.plugins import load_plugins
     load_plugins()
-    from .core.registry import DATASETS, KINDS, METRICS, MODELS, STRATEGIES, UNLEARNERS
+    from . import memory  # noqa: F401  (registers the memory layers)
+    from .core.registry import DATASETS, KINDS, MEMORY_LAYERS, METRICS, MODELS, STRATEGIES, UNLEARNERS
     sections = {"kinds": KINDS, "benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES,
-                "unlearners": UNLEARNERS, "metrics": METRICS}
+                "unlearners": UNLEARNERS, "metrics": METRICS, "memory": MEMORY_LAYERS}
     if kind and kind not in sections:
         _fail(PalimpsestError(f"unknown listing {kind!r}", expected=", ".join(sections), got=kind))
     for name, reg in sections.items():
