@@ -207,24 +207,28 @@ class MemoryState:
     weights: dict[str, torch.Tensor]
     momentum: dict[str, torch.Tensor] | None = None
     context: torch.Tensor | None = None
+    previous: torch.Tensor | None = None     # the last input row (B, 1, dim), for layers that route on it
 
     def detach(self) -> MemoryState:
         return MemoryState({k: v.detach() for k, v in self.weights.items()},
                            None if self.momentum is None else {k: v.detach() for k, v in self.momentum.items()},
-                           None if self.context is None else self.context.detach())
+                           None if self.context is None else self.context.detach(),
+                           None if self.previous is None else self.previous.detach())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"weights.{k}": v for k, v in self.weights.items()}
         out.update({f"momentum.{k}": v for k, v in (self.momentum or {}).items()})
         if self.context is not None:
             out["context"] = self.context
+        if self.previous is not None:
+            out["previous"] = self.previous
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> MemoryState:
         weights = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("weights.")}
         momentum = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("momentum.")}
-        return cls(weights, momentum or None, tensors.get("context"))
+        return cls(weights, momentum or None, tensors.get("context"), tensors.get("previous"))
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file

@@ -16,6 +16,10 @@ probability; the model adds it to the task loss (`aux_loss`).
 It is a `MemoryLayer` whose core has (K + shared) x heads heads, so with K = 1, top-k 1 and no shared
 memory it computes exactly what a single memory with the same weights computes (tested).
 
+`route: shifted` (not in the paper) routes each write by the previous token, the one the token shift
+makes its key of, and each read by the current token, so that in associative recall a pair is written
+where its key will later be looked up; the paper routes both by the current token.
+
 Departures: memories with momentum are refused (a skipped token would still add the momentum to the
 weights); the paper mixes the memories' states before reading, which equals mixing the reads for the
 matrix memories it uses, and mixing the reads is what is done here for every architecture.
@@ -23,6 +27,8 @@ matrix memories it uses, and mixing the reads is what is done here for every arc
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import Field
 from torch import nn
 
@@ -39,15 +45,20 @@ class MoMConfig(Settings):
     shared: bool = Field(True, description="an always-on shared memory written by every token")
     balance_weight: float = Field(0.01, ge=0, description="weight of the load-balancing loss")
     base: str = Field("gated_deltanet", description="the preset each memory follows")
+    route: Literal["token", "shifted"] = Field("token", description="token: the paper's routing, writes and "
+                                               "reads by the current token; shifted: writes by the previous "
+                                               "token (the one the token shift makes the key of), reads by the "
+                                               "current one")
 
 
 class MixtureOfMemories(MemoryLayer):
     """K routed memories plus a shared one (see the module docstring). `y, state = layer(x, state)`."""
 
     def __init__(self, dim: int, memories: int = 4, top_k: int = 1, shared: bool = True, balance_weight: float = 0.01,
-                 base: str = "gated_deltanet", **settings) -> None:
+                 base: str = "gated_deltanet", route: str = "token", **settings) -> None:
         mom = validate(MoMConfig, {"memories": memories, "top_k": top_k, "shared": shared,
-                                   "balance_weight": balance_weight, "base": base}, "mixture of memories")
+                                   "balance_weight": balance_weight, "base": base, "route": route},
+                       "mixture of memories")
         if mom.base not in PRESETS:
             raise ConfigError(f"unknown base preset {mom.base!r} for a mixture of memories",
                               expected=f"one of {', '.join(sorted(PRESETS))}", got=mom.base)
@@ -126,8 +137,14 @@ class MixtureOfMemories(MemoryLayer):
         q, k, v, context = self.project_qkv(x, None if state is None else state.context)
         g = self.gates(x)
         weights, probs = self.route(x)
+        previous = x[:, -1:]
+        if self.mom.route == "shifted":
+            before = x.new_zeros(x.shape[0], 1, x.shape[2]) if state is None or state.previous is None else state.previous
+            write_weights, _ = self.route(torch.cat([before, x[:, :-1]], 1))
+        else:
+            write_weights = weights
         h, kk = self.heads, self.mom.memories
-        routed = weights > 0                                           # (B, T, K)
+        routed = write_weights > 0                                     # (B, T, K)
         write = routed.permute(0, 2, 1).repeat_interleave(h, 1)       # (B, K*H, T)
         if self.mom.shared:
             write = torch.cat([write, torch.ones_like(write[:, :h])], 1)
@@ -141,6 +158,7 @@ class MixtureOfMemories(MemoryLayer):
         if self.mom.shared:
             out = out + y[:, kk * h:]
         new.context = context
+        new.previous = previous if self.mom.route == "shifted" else None
         # load balancing (Switch Transformer): K Σ_i f_i P_i, f from the top-k assignments
         share = routed.float().mean((0, 1)) / self.mom.top_k
         self.aux_loss = self.mom.balance_weight * kk * (share * probs.mean((0, 1))).sum()
