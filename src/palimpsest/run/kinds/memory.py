@@ -247,8 +247,8 @@ class MemoryKind(ExperimentKind):
 
     def pending(self, spec, exp_id, job, db):
         run = db.run(job_id(exp_id, job))
-        if run is not None and run["status"] == "finished":
-            return None
+        if run is not None and run["status"] in ("finished", "diverged"):
+            return None        # a diverged run is a result (its learning rate is outside the window)
         steps = db.steps(job_id(exp_id, job)) if run is not None else []
         return {"run": run, "done": [s for s in steps if s["step"] != INITIAL_STEP],
                 "initial_done": any(s["step"] == INITIAL_STEP for s in steps),
