@@ -20,8 +20,6 @@ Tasks are registered by name in `RECALL_TASKS`: `recall_task("mqar", seq_len=64,
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field, model_validator
 
@@ -280,8 +278,6 @@ def recall_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, in
                           got="all -100", fix="sample batches with the task's `sample`")
     return int((logits.argmax(-1)[mask] == labels[mask]).sum()), int(mask.sum())
 
-
-Kind = Literal["mqar", "forgetting_mqar", "passkey", "selective_copy"]
 
 __all__ = ["ForgettingMQAR", "IGNORE", "MQAR", "Passkey", "RECALL_TASKS", "RecallTask", "SelectiveCopy", "recall_accuracy",
            "recall_task"]
