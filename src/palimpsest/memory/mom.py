@@ -9,6 +9,9 @@ memories' reads plus the shared memory's:
     memory i:  written at t only if i ∈ I_t   (θ_t = 0 and α_t = 1 otherwise: the memory is left as it was)
     y_t = Σ_{i∈I_t} w_{t,i} M_i(q_t) + M_shared(q_t)
 
+With top-1 routing the renormalised weight is always 1, so the router learns only through the
+load-balancing loss; use top-k >= 2 (the paper routes to several memories) for the task loss to reach it.
+
 A load-balancing loss (Switch Transformer's, Fedus et al. 2022) keeps the router from collapsing:
 aux = weight · K · Σ_i f_i P_i, with f_i the share of assignments to memory i and P_i its mean router
 probability; the model adds it to the task loss (`aux_loss`).
