@@ -18,12 +18,13 @@ torch.set_num_threads(1); torch.set_flush_denormal(True)
 from palimpsest.run import parse_spec, run_experiment, ResultsDB, load_model
 from palimpsest.run.kinds.unlearn import parse_unlearning_spec
 from palimpsest.run.kinds.unlearn import run_unlearning, forget_from_run
-from palimpsest.core.registry import STRATEGIES
 
 def h(a): return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 def learn_specs():
-    all_s = STRATEGIES.names()
+    # the strategies of palimpsest 0.1.0 (a fixed list: captures stay comparable as strategies are added)
+    all_s = ["agem", "cumulative", "der", "derpp", "er", "er_ace", "ewc", "from_scratch", "gdumb", "icarl", "joint", "l2",
+             "lwf", "mas", "naive", "online_ewc", "si"]
     base = {"model": {"name": "mlp", "settings": {"hidden": [32]}}, "training": {"epochs": 2, "batch_size": 32, "lr": 0.05}, "seeds": [0, 1]}
     def sset(names): return [{"name": n, "settings": ({"buffer_size": 60} if n in ("er","der","derpp","er_ace","agem") else {"memory_size": 60} if n in ("icarl","gdumb") else {})} for n in names]
     yield "class", dict(base, name="g_class", benchmark={"dataset": "digits", "n_experiences": 5}, strategies=sset(all_s))
@@ -54,8 +55,8 @@ def capture_learn(root, out):
 
 def capture_unlearn(root, out):
     import palimpsest.forget
-    from palimpsest.core.registry import UNLEARNERS
-    methods = UNLEARNERS.names()
+    methods = ["finetune", "gradient_ascent", "iau", "neggrad_plus", "random_labels", "retrain", "salun", "scrub",
+               "sisa", "ssd"]   # the unlearners of palimpsest 0.1.0
     spec = {"name": "g_unlearn", "train": {"dataset": "digits", "model": {"name": "mlp", "settings": {"hidden": [32]}},
             "training": {"epochs": 8, "batch_size": 32, "lr": 0.05, "momentum": 0.9}},
             "forget": [{"kind": "classes", "classes": [3]}, {"kind": "random", "fraction": 0.1, "seed": 1}],

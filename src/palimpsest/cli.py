@@ -27,12 +27,16 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _load(spec: Optional[Path]):
+PLUGIN_OPTION = typer.Option([], "--plugin", help="a Python file that registers strategies, unlearners, ... "
+                             "(repeatable)")
+
+
+def _load(spec: Optional[Path], plugins: list[Path] | None = None):
     from .run.spec import load_spec
     path = spec or quickstart_path()
     if spec is None:
         console.print(f"No spec given: running the built-in quickstart ({path.name}).")
-    return load_spec(path)
+    return load_spec(path, [str(p) for p in plugins or []])
 
 
 def _report(root: Path, exp_id: str, show_table: bool = True) -> Path:
@@ -53,12 +57,13 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
         root: Path = ROOT_OPTION,
         resume: bool = typer.Option(False, "--resume", help="continue the latest unfinished experiment of this spec"),
         seeds: Optional[str] = typer.Option(None, help="override the spec's seeds, e.g. 0,1,2"),
-        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars")) -> None:
+        no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+        plugin: list[Path] = PLUGIN_OPTION) -> None:
     """Run an experiment: train every strategy x seed, store results, print a table, write a report."""
     try:
         from .core.seeding import configure_torch
         from .run.runner import run_experiment
-        s = _load(spec)
+        s = _load(spec, plugin)
         if seeds is not None:
             try:
                 seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -69,7 +74,8 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
                 raise PalimpsestError("bad --seeds: no seed given", expected="integers separated by commas, "
                                       "e.g. 0,1,2", got=seeds, fix="list at least one seed, or leave --seeds out")
             from .run.spec import parse_spec
-            s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds")
+            s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds",
+                           plugins=[str(p) for p in plugin])
         configure_torch()
         exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
@@ -87,12 +93,13 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
 
 
 @app.command()
-def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), root: Path = ROOT_OPTION) -> None:
+def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), root: Path = ROOT_OPTION,
+             plugin: list[Path] = PLUGIN_OPTION) -> None:
     """Check a spec without running it: every field (all problems at once), then what only the data can
     tell (the stream builds, strategies support it, models build, forget requests resolve)."""
     from .core.registry import KINDS
     try:
-        s = _load(spec)
+        s = _load(spec, plugin)
         kind = KINDS.get(s.kind).obj()
         from .run.store.db import ResultsDB
         db = ResultsDB(root, create=False) if (root / "results.sqlite").is_file() else None
@@ -108,15 +115,25 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
 
 @app.command()
 def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners, "
-                                                          "metrics or memory")) -> None:
-    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners, metrics and
-    memory layers."""
-    from .core.plugins import load_plugins
-    load_plugins()
-    from . import memory  # noqa: F401  (registers the memory layers)
+                                                          "metrics, memory-layers, memory-policies, indexes, embedders "
+                                                          "or retrievers"),
+       plugin: list[Path] = PLUGIN_OPTION) -> None:
+    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners, metrics, the
+    neural memory layers, and the agent-memory store's policies, vector indexes, embedders and retrievers."""
+    from .core.plugins import load_plugin_file, load_plugins
+    try:
+        load_plugins()
+        for p in plugin:
+            load_plugin_file(p)
+    except PalimpsestError as err:
+        _fail(err)
+    from . import memory  # noqa: F401  (registers the neural memory layers)
     from .core.registry import DATASETS, KINDS, MEMORY_LAYERS, METRICS, MODELS, STRATEGIES, UNLEARNERS
+    from .memory.registries import EMBEDDERS, MEMORY_POLICIES, RETRIEVERS, VECTOR_INDEXES
     sections = {"kinds": KINDS, "benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES,
-                "unlearners": UNLEARNERS, "metrics": METRICS, "memory": MEMORY_LAYERS}
+                "unlearners": UNLEARNERS, "metrics": METRICS, "memory-layers": MEMORY_LAYERS,
+                "memory-policies": MEMORY_POLICIES, "indexes": VECTOR_INDEXES, "embedders": EMBEDDERS,
+                "retrievers": RETRIEVERS}
     if kind and kind not in sections:
         _fail(PalimpsestError(f"unknown listing {kind!r}", expected=", ".join(sections), got=kind))
     for name, reg in sections.items():
@@ -235,7 +252,8 @@ def forget(run_id: str = typer.Argument(..., help="a learning run: EXPERIMENT/ST
 @app.command()
 def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experiment id (or prefix); default: latest"),
           root: Path = ROOT_OPTION) -> None:
-    """Print the ledger of an unlearning experiment: every request, method, status and audit."""
+    """Print the ledger of an unlearning experiment (every entry: request, seed, method, status, audit
+    numbers and verdict, or the error that ended it), then its summary over seeds."""
     try:
         from . import report as rp
         from .run.store.db import ResultsDB
@@ -246,11 +264,9 @@ def audit(run_id: Optional[str] = typer.Argument(None, help="unlearning experime
                 raise PalimpsestError(f"experiment {exp_id} is not an unlearning experiment",
                                       expected="an experiment made by `palimpsest forget` or an unlearning spec",
                                       got=exp_id, fix="use `palimpsest report` for learning experiments")
+            from .report.unlearning import ledger_table
+            console.print(ledger_table(db.ledger(exp_id), f"Ledger of {exp_id}"))
             rp.render_unlearning_table(rp.summarize_unlearning(db, exp_id), console=console)
-            for e in db.ledger(exp_id):
-                if e["status"] != "finished":
-                    console.print(f"{e['id']}: {e['status']}" + (f" ({e['error'].splitlines()[-1]})"
-                                                                  if e["error"] else ""))
     except PalimpsestError as err:
         _fail(err)
 
@@ -300,6 +316,197 @@ def regress(full: bool = typer.Option(False, "--full", help="the full table (rea
     console.print(f"{len(outcomes) - failed} passed, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+# ---- palimpsest memory ...: the agent-memory store ------------------------------------------------
+
+memory_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="An agent-memory store that forgets on purpose (docs/AGENT_MEMORY.md).")
+app.add_typer(memory_app, name="memory")
+STORE_OPTION = typer.Option(Path("palimpsest-memory.sqlite"), "--store", help="the memory store file")
+USER_OPTION = typer.Option(None, "--user", help="user id (scope)")
+AGENT_OPTION = typer.Option(None, "--agent", help="agent id (scope)")
+RUN_OPTION = typer.Option(None, "--run", help="run id (scope)")
+JSON_OPTION = typer.Option(False, "--json", help="print JSON instead of lines")
+
+
+def _pairs(items: Optional[list[str]], option: str) -> dict:
+    """`key=value` options as a dict; values that read as JSON numbers, true/false or null become those."""
+    import json
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PalimpsestError(f"bad {option} {item!r}", expected="key=value", got=item,
+                                  fix=f"e.g. {option} topic=food")
+        try:
+            parsed = json.loads(value)
+            out[key.strip()] = parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _store(path: Path, create: bool = False, **kwargs):
+    from .memory.store import MemoryStore
+    return MemoryStore(path, create=create, **kwargs)
+
+
+def _show(memories, as_json: bool) -> None:
+    import json
+    if as_json:
+        console.print_json(json.dumps([m.to_dict() for m in memories]))
+        return
+    for m in memories:
+        scope = " ".join(f"{k}={v}" for k, v in (("user", m.user_id), ("agent", m.agent_id), ("run", m.run_id)) if v)
+        score = f"{m.score:.4f}  " if m.score is not None else ""
+        console.print(f"{m.id}  {score}{m.text}  [dim]{scope} strength={m.strength:g} recalls={m.recalls}"
+                      f"{' ' + str(m.metadata) if m.metadata else ''}[/]", highlight=False)
+
+
+@memory_app.command("add")
+def memory_add(text: str = typer.Argument(..., help="the memory's text"), user: Optional[str] = USER_OPTION,
+               agent: Optional[str] = AGENT_OPTION, run: Optional[str] = RUN_OPTION,
+               meta: Optional[list[str]] = typer.Option(None, "--meta", help="metadata key=value (repeatable)"),
+               policy: Optional[str] = typer.Option(None, help="forgetting policy (remembered by the store)"),
+               setting: Optional[list[str]] = typer.Option(None, "--setting", help="policy setting key=value"),
+               embedder: Optional[str] = typer.Option(None, help="embedder of a new store (default hashing)"),
+               store: Path = STORE_OPTION) -> None:
+    """Add a memory (identical text in the same scope reinforces the stored one)."""
+    try:
+        settings = _pairs(setting, "--setting") if setting else None
+        with _store(store, create=True, policy=policy, policy_settings=settings, embedder=embedder) as s:
+            m = s.add(text, user_id=user, agent_id=agent, run_id=run, metadata=_pairs(meta, "--meta"))
+        console.print(f"{m.event} {m.id}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("search")
+def memory_search(query: str = typer.Argument(..., help="what to look for"), user: Optional[str] = USER_OPTION,
+                  agent: Optional[str] = AGENT_OPTION, run: Optional[str] = RUN_OPTION,
+                  filter: Optional[list[str]] = typer.Option(None, "--filter", help="metadata key=value (repeatable)"),
+                  limit: int = typer.Option(5, help="how many memories"),
+                  retriever: Optional[str] = typer.Option(None, help="hybrid (default), dense or bm25"),
+                  no_reinforce: bool = typer.Option(False, "--no-reinforce", help="do not strengthen what is found"),
+                  as_json: bool = JSON_OPTION, store: Path = STORE_OPTION) -> None:
+    """Search memories, best first (what is found is reinforced unless --no-reinforce)."""
+    try:
+        with _store(store) as s:
+            found = s.search(query, user_id=user, agent_id=agent, run_id=run, filters=_pairs(filter, "--filter") or None,
+                             limit=limit, retriever=retriever, reinforce=not no_reinforce)
+        _show(found, as_json)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("get")
+def memory_get(memory_id: str = typer.Argument(..., help="memory id"), as_json: bool = JSON_OPTION,
+               store: Path = STORE_OPTION) -> None:
+    """Show one memory."""
+    try:
+        with _store(store) as s:
+            _show([s.get(memory_id)], as_json)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("list")
+def memory_list(user: Optional[str] = USER_OPTION, agent: Optional[str] = AGENT_OPTION, run: Optional[str] = RUN_OPTION,
+                filter: Optional[list[str]] = typer.Option(None, "--filter", help="metadata key=value (repeatable)"),
+                as_json: bool = JSON_OPTION, store: Path = STORE_OPTION) -> None:
+    """List memories (of a scope), oldest first."""
+    try:
+        with _store(store) as s:
+            _show(s.get_all(user_id=user, agent_id=agent, run_id=run, filters=_pairs(filter, "--filter") or None),
+                  as_json)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("update")
+def memory_update(memory_id: str = typer.Argument(..., help="memory id"),
+                  text: str = typer.Argument(..., help="the new text"),
+                  meta: Optional[list[str]] = typer.Option(None, "--meta", help="metadata key=value (repeatable)"),
+                  store: Path = STORE_OPTION) -> None:
+    """Replace a memory's text (its id stays; the history keeps the old text)."""
+    try:
+        with _store(store) as s:
+            m = s.update(memory_id, text, metadata=_pairs(meta, "--meta") or None)
+        console.print(f"UPDATE {m.id}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("delete")
+def memory_delete(memory_id: Optional[str] = typer.Argument(None, help="memory id"),
+                  all_: bool = typer.Option(False, "--all", help="delete every memory of the scope given"),
+                  user: Optional[str] = USER_OPTION, agent: Optional[str] = AGENT_OPTION,
+                  run: Optional[str] = RUN_OPTION, store: Path = STORE_OPTION) -> None:
+    """Delete one memory, or with --all every memory of a scope (--user/--agent/--run)."""
+    try:
+        if (memory_id is None) == (not all_):
+            raise PalimpsestError("say what to delete", expected="a memory id, or --all with --user/--agent/--run",
+                                  got=f"id {memory_id!r}, --all {all_}")
+        with _store(store) as s:
+            if all_:
+                console.print(f"DELETE {s.delete_all(user_id=user, agent_id=agent, run_id=run)} memories")
+            else:
+                s.delete(memory_id)
+                console.print(f"DELETE {memory_id}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("history")
+def memory_history(memory_id: str = typer.Argument(..., help="memory id"), as_json: bool = JSON_OPTION,
+                   store: Path = STORE_OPTION) -> None:
+    """Every change of one memory, oldest first."""
+    import json
+    try:
+        with _store(store) as s:
+            rows = s.history(memory_id)
+        if as_json:
+            console.print_json(json.dumps(rows))
+        for r in [] if as_json else rows:
+            change = r["new_text"] if r["old_text"] is None else (
+                f"{r['old_text']} -> {r['new_text']}" if r["new_text"] not in (None, r["old_text"]) else r["old_text"])
+            console.print(f"{r['seq']:>6} {r['event']:<11} at {r['at']:.0f}  {change or ''}", highlight=False)
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("forget")
+def memory_forget(user: Optional[str] = USER_OPTION, agent: Optional[str] = AGENT_OPTION,
+                  run: Optional[str] = RUN_OPTION, store: Path = STORE_OPTION) -> None:
+    """Run the store policy's forgetting pass now (e.g. daily from cron)."""
+    try:
+        with _store(store) as s:
+            gone = s.forget(user_id=user, agent_id=agent, run_id=run)
+        console.print(f"FORGET {len(gone)} memories ({s.policy.name})")
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("reset")
+def memory_reset(yes: bool = typer.Option(False, "--yes", help="really remove every memory"),
+                 store: Path = STORE_OPTION) -> None:
+    """Remove every memory of the store (the history keeps them)."""
+    try:
+        if not yes:
+            raise PalimpsestError("reset removes every memory of the store", expected="--yes to confirm",
+                                  got="no --yes", fix=f"palimpsest memory reset --yes --store {store}")
+        with _store(store) as s:
+            console.print(f"RESET {s.reset()} memories")
+    except PalimpsestError as err:
+        _fail(err)
+
+
+@memory_app.command("curves")
+def memory_curves(out: Path = typer.Option(Path("memory-curves.html"), "--out", help="HTML page to write")) -> None:
+    """Write a page with MemoryBank's forgetting curve as published and as corrected, side by side."""
+    from .report.agent_memory import write_memory_page
+    console.print(f"page: {write_memory_page(out)}")
 
 
 def main() -> None:

@@ -279,3 +279,15 @@ def test_every_scalar_metric_is_registered():
     assert METRICS.get("forgetting").meta["higher_is_better"] is False
     assert METRICS.get("negative_flip_rate").meta["higher_is_better"] is False
     assert METRICS.get("backward_transfer").meta["higher_is_better"] is True
+
+
+def test_final_example_accuracy_weighs_examples_not_experiences():
+    import numpy as np
+
+    from palimpsest.evaluate import metrics as M
+    targets = np.array([0] * 100 + [1] * 300)
+    last = np.concatenate([np.r_[np.zeros(90), np.full(10, 5)], np.r_[np.ones(150), np.full(150, 5)]]).astype(int)
+    acc = np.array([[0.9, 0.5]])
+    assert M.final_average_accuracy(acc) == 0.70
+    assert M.final_example_accuracy([last], targets) == 0.60    # the worked example of docs/METRICS.md
+    assert np.isnan(M.final_example_accuracy([np.full(400, -1)], targets))

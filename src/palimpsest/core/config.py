@@ -1,6 +1,8 @@
 """Validated settings (pydantic). Every bad field is reported at once: path, expected form, value."""
 from __future__ import annotations
 
+import difflib
+import typing
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -78,10 +80,54 @@ def _expected(err: dict) -> str:
     return err.get("msg", "a valid value").replace("Input should be ", "").replace("Value error, ", "")
 
 
-def pydantic_problems(error: ValidationError, prefix: str = "") -> list[str]:
-    """One readable line per pydantic error: `path: expected ..., got ...`."""
+# Names other libraries use for our settings (Avalanche, Mammoth, PyTorch habits): suggested when
+# one of them is given for a field that exists here under our name.
+SYNONYMS = {"learning_rate": "lr", "lr_rate": "lr", "n_epochs": "epochs", "num_epochs": "epochs",
+            "train_epochs": "epochs", "train_mb_size": "batch_size", "mb_size": "batch_size", "wd": "weight_decay",
+            "optim": "optimizer", "mem_size": "buffer_size", "memory_size": "buffer_size",
+            "minibatch_size": "replay_batch_size", "e_lambda": "ewc_lambda", "lambda": "ewc_lambda",
+            "si_lambda": "si_c", "seed": "seeds", "n_tasks": "n_experiences", "num_tasks": "n_experiences"}
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (X, X | None, list[X], dict[str, X]), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the (nested) model that holds the value at `loc`."""
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def pydantic_problems(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> list[str]:
+    """One readable line per pydantic error: `path: expected ..., got ...`; with `model`, an unknown
+    field gets the close matches among the fields it meant ("did you mean 'lr'?")."""
     problems = []
     for err in error.errors():
+        if err.get("type") == "extra_forbidden" and model is not None:
+            name, fields = str(err["loc"][-1]), _fields_at(model, tuple(err["loc"][:-1]))
+            close = difflib.get_close_matches(name, fields, n=2, cutoff=0.5)
+            if SYNONYMS.get(name) in fields and SYNONYMS[name] not in close:
+                close = [SYNONYMS[name], *close][:2]
+            if close:
+                path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+                problems.append(f"{path}: expected no such field; did you mean {' or '.join(repr(c) for c in close)}?")
+                continue
         path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         got = "nothing" if err.get("type") == "missing" else repr(err.get("input"))
         if len(got) > 80:
@@ -100,4 +146,4 @@ def validate(model: type[M], values: dict[str, Any] | None, where: str) -> M:
     try:
         return model(**(values or {}))
     except ValidationError as err:
-        raise SpecError(pydantic_problems(err, where), source=where) from None
+        raise SpecError(pydantic_problems(err, where, model), source=where) from None

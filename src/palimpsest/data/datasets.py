@@ -50,13 +50,16 @@ def cache_dir() -> Path:
 
 
 def _scaled(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-            class_names: tuple[str, ...], pixel_max: float | None, source: dict) -> ArrayDataset:
+            class_names: tuple[str, ...], pixel_max: float | None, source: dict,
+            standardize: bool = True) -> ArrayDataset:
     x_train = x_train.astype(np.float32)
     x_test = x_test.astype(np.float32)
     if pixel_max is not None:
         x_train /= pixel_max
         x_test /= pixel_max
-    x_train, x_test = standardise(x_train, x_test)
+    if standardize:
+        x_train, x_test = standardise(x_train, x_test)
+    source = dict(source, standardized=standardize)
     return ArrayDataset(name, x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64),
                         tuple(class_names), source)
 
@@ -82,7 +85,8 @@ def _idx_paths(folder: Path) -> tuple[dict[str, Path], list[str]]:
 
 
 @functools.lru_cache(maxsize=4)
-def _idx_dataset(name: str, title: str, class_names: tuple[str, ...], signature: tuple) -> ArrayDataset:
+def _idx_dataset(name: str, title: str, class_names: tuple[str, ...], signature: tuple,
+                 standardize: bool = True) -> ArrayDataset:
     """Decoded, scaled and standardised once per process (about 2 s for 70000 images; a cache hit
     is free): ArrayDataset is treated as read-only, so every caller may share the arrays."""
     paths = [Path(entry[0]) for entry in signature]
@@ -95,12 +99,12 @@ def _idx_dataset(name: str, title: str, class_names: tuple[str, ...], signature:
                             fix="check that the folder holds the right IDX files")
     return _scaled(name, train_images[:, None], train_labels, test_images[:, None], test_labels,
                    class_names, 255.0, {"loader": name, "root": str(paths[0].parent),
-                                        "files": [p.name for p in paths]})
+                                        "files": [p.name for p in paths]}, standardize)
 
 
 def _load_idx_dataset(name: str, title: str, root: str | os.PathLike | None, download: bool,
                       env_var: str, default_roots: list[Path], base_url: str, md5s: dict[str, str],
-                      class_names: tuple[str, ...], install_hint: str) -> ArrayDataset:
+                      class_names: tuple[str, ...], install_hint: str, standardize: bool = True) -> ArrayDataset:
     given = root if root is not None else os.environ.get(env_var) or None
     roots = [Path(given)] if given is not None else default_roots
     looked = []
@@ -124,11 +128,12 @@ def _load_idx_dataset(name: str, title: str, root: str | os.PathLike | None, dow
             got="looked in " + "; ".join(looked),
             fix=f"{install_hint}set {env_var}=/path/to/folder or pass root=...; or pass download=True "
                 f"on a machine with internet (fetches from {base_url})")
-    return _idx_dataset(name, title, class_names, _files_signature([found[k] for k in IDX_FILES]))
+    return _idx_dataset(name, title, class_names, _files_signature([found[k] for k in IDX_FILES]), standardize)
 
 
 @DATASETS.register("fashion_mnist", n_classes=10, input_shape=(1, 28, 28))
-def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = False) -> ArrayDataset:
+def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = False,
+                       standardize: bool = True) -> ArrayDataset:
     """Fashion-MNIST: 60000/10000 grey 28x28 clothing images, 10 classes.
 
     From "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms"
@@ -139,11 +144,11 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = F
         "fashion_mnist", "Fashion-MNIST", root, download, "PALIMPSEST_FASHION_MNIST",
         [Path(DEBIAN_FASHION_MNIST), cache_dir() / "fashion_mnist"], FASHION_MNIST_URL,
         FASHION_MNIST_MD5, FASHION_MNIST_CLASSES,
-        f"`apt-get install dataset-fashion-mnist` (installs them in {DEBIAN_FASHION_MNIST}); or ")
+        f"`apt-get install dataset-fashion-mnist` (installs them in {DEBIAN_FASHION_MNIST}); or ", standardize)
 
 
 @DATASETS.register("mnist", n_classes=10, input_shape=(1, 28, 28))
-def load_mnist(root: str | os.PathLike | None = None, download: bool = False) -> ArrayDataset:
+def load_mnist(root: str | os.PathLike | None = None, download: bool = False, standardize: bool = True) -> ArrayDataset:
     """MNIST handwritten digits: 60000/10000 grey 28x28 images, 10 classes.
 
     From "Gradient-based learning applied to document recognition" (LeCun et al., 1998). Looks in
@@ -151,13 +156,13 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool = False) ->
     """
     return _load_idx_dataset("mnist", "MNIST", root, download, "PALIMPSEST_MNIST",
                              [cache_dir() / "mnist"], MNIST_URL, MNIST_MD5, DIGIT_CLASSES,
-                             "place the four IDX files in a folder and ")
+                             "place the four IDX files in a folder and ", standardize)
 
 
 # ------------------------------------------------------------------------------------ digits
 
-@functools.lru_cache(maxsize=1)
-def _digits() -> ArrayDataset:
+@functools.lru_cache(maxsize=2)
+def _digits(standardize: bool = True) -> ArrayDataset:
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
@@ -168,23 +173,24 @@ def _digits() -> ArrayDataset:
                                            random_state=0)
     return _scaled("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
                    DIGIT_CLASSES, 16.0, {"loader": "digits", "origin": "sklearn.datasets.load_digits",
-                                         "split": "stratified 80/20, random_state=0"})
+                                         "split": "stratified 80/20, random_state=0"}, standardize)
 
 
 @DATASETS.register("digits", n_classes=10, input_shape=(1, 8, 8))
-def load_digits(root: str | os.PathLike | None = None) -> ArrayDataset:
+def load_digits(root: str | os.PathLike | None = None, standardize: bool = True) -> ArrayDataset:
     """UCI optical digits bundled with scikit-learn: 1797 grey 8x8 images, 10 classes.
 
     A fixed stratified 80/20 train/test split (seed 0); `root` is ignored (the data ships with
     scikit-learn). From "Optical Recognition of Handwritten Digits" (Alpaydin and Kaynak, 1998).
     """
-    return _digits()
+    return _digits(standardize)
 
 
 # ----------------------------------------------------------------------------------- MNIST-1D
 
 @DATASETS.register("mnist1d", n_classes=10, input_shape=(40,))
-def load_mnist1d(root: str | os.PathLike | None = None, regenerate: bool = False) -> ArrayDataset:
+def load_mnist1d(root: str | os.PathLike | None = None, regenerate: bool = False,
+                 standardize: bool = True) -> ArrayDataset:
     """MNIST-1D: 4000/1000 procedurally generated 1D signals of length 40, 10 classes.
 
     From "Scaling Down Deep Learning with MNIST-1D" (Greydanus and Kobak, 2020/2024). Generated
@@ -208,7 +214,7 @@ def load_mnist1d(root: str | os.PathLike | None = None, regenerate: bool = False
         write_npz(path, *arrays, class_names=DIGIT_CLASSES)
     return _scaled("mnist1d", *arrays, DIGIT_CLASSES, None,
                    {"loader": "mnist1d", "path": str(path), "from_cache": from_cache,
-                    "generator": "mnist1d.data.make_dataset(get_dataset_args())"})
+                    "generator": "mnist1d.data.make_dataset(get_dataset_args())"}, standardize)
 
 
 # -------------------------------------------------------------------------------------- CIFAR
@@ -218,7 +224,7 @@ def _decoded_cifar(signature: tuple, folder: str, variant: int) -> tuple:
     return read_cifar(folder, variant)
 
 
-def _load_cifar(variant: int, root: str | os.PathLike | None, download: bool) -> ArrayDataset:
+def _load_cifar(variant: int, root: str | os.PathLike | None, download: bool, standardize: bool = True) -> ArrayDataset:
     name, env_var = f"cifar{variant}", f"PALIMPSEST_CIFAR{variant}"
     layout = CIFAR_LAYOUT[variant]
     given = root if root is not None else os.environ.get(env_var) or None
@@ -247,43 +253,50 @@ def _load_cifar(variant: int, root: str | os.PathLike | None, download: bool) ->
                         expected=f"{variant} names", got=len(class_names),
                         fix="check that variant matches the files (cifar10 vs cifar100)")
     return _scaled(name, x_train, y_train, x_test, y_test, class_names, 255.0,
-                   {"loader": name, "root": str(folder)})
+                   {"loader": name, "root": str(folder)}, standardize)
 
 
 @DATASETS.register("cifar10", n_classes=10, input_shape=(3, 32, 32))
-def load_cifar10(root: str | os.PathLike | None = None, download: bool = False) -> ArrayDataset:
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = False,
+                 standardize: bool = True) -> ArrayDataset:
     """CIFAR-10: 50000/10000 colour 32x32 images, 10 classes.
 
     From "Learning Multiple Layers of Features from Tiny Images" (Krizhevsky, 2009). `root` holds
     the python-version batches (directly or in cifar-10-batches-py/), or the .tar.gz to extract.
     """
-    return _load_cifar(10, root, download)
+    return _load_cifar(10, root, download, standardize)
 
 
 @DATASETS.register("cifar100", n_classes=100, input_shape=(3, 32, 32))
-def load_cifar100(root: str | os.PathLike | None = None, download: bool = False) -> ArrayDataset:
+def load_cifar100(root: str | os.PathLike | None = None, download: bool = False,
+                  standardize: bool = True) -> ArrayDataset:
     """CIFAR-100: 50000/10000 colour 32x32 images, 100 fine classes.
 
     From "Learning Multiple Layers of Features from Tiny Images" (Krizhevsky, 2009). `root` holds
     the python-version files (directly or in cifar-100-python/), or the .tar.gz to extract.
     """
-    return _load_cifar(100, root, download)
+    return _load_cifar(100, root, download, standardize)
 
 
 # ---------------------------------------------------------------------------------------- npz
 
 @DATASETS.register("npz")
 def load_npz(root: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
-             scale: bool = True) -> ArrayDataset:
+             standardize: bool = True, remap_labels: bool = False, scale: bool | None = None) -> ArrayDataset:
     """Your own arrays from an .npz file with x_train, y_train, x_test, y_test (+ class_names).
 
-    `path` (or `root`) names the file. uint8 inputs are taken as pixels and divided by 255; with
-    `scale` (default) inputs are then standardised. Class names default to "0".."K-1".
+    `path` (or `root`) names the file (`benchmark: {dataset: npz, root: my_data.npz}`). uint8 inputs are
+    taken as pixels and divided by 255; with `standardize` (default) inputs are then scaled by the
+    training mean and standard deviation. Labels must be the class ids 0..K-1 (every id used by some
+    example); labels such as 1..10 are refused unless `remap_labels` maps the sorted label values to
+    0..K-1 (their values become the class names). Class names default to "0".."K-1". (`scale` is the
+    old name of `standardize`.)
     """
     file = path if path is not None else root
     if file is None:
         raise ConfigError("the npz dataset needs a file", expected="path='my_data.npz'", got="no path",
                           fix="pass path= the .npz file holding x_train, y_train, x_test, y_test")
+    standardize = standardize if scale is None else scale
     x_train, y_train, x_test, y_test, names = read_npz(file)
     for key, y in (("y_train", y_train), ("y_test", y_test)):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -293,16 +306,25 @@ def load_npz(root: str | os.PathLike | None = None, path: str | os.PathLike | No
     if x_train.ndim < 2 or x_test.ndim < 2:
         raise DataError(f"{file}: inputs need a batch axis", expected="x shaped (N, *input_shape)",
                         got=f"x_train {x_train.shape}, x_test {x_test.shape}", fix="reshape to (N, ...)")
+    values = np.unique(np.concatenate([y_train, y_test]))
+    if remap_labels:
+        lookup = {int(v): i for i, v in enumerate(values)}
+        y_train = np.array([lookup[int(v)] for v in y_train], dtype=np.int64)
+        y_test = np.array([lookup[int(v)] for v in y_test], dtype=np.int64)
+        names = tuple(str(int(v)) for v in values) if names is None else names
+    elif names is None and len(values) and not np.array_equal(values, np.arange(len(values))):
+        shown = values[:12].tolist()
+        raise DataError(f"{file}: labels are not the class ids 0..K-1",
+                        expected=f"every id in 0..{len(values) - 1} (that many distinct labels)",
+                        got=f"the label values {shown}{' ...' if len(values) > 12 else ''}",
+                        fix="save the labels as 0..K-1, or set the dataset option remap_labels: true "
+                            "(benchmark: {dataset: npz, root: FILE, options: {remap_labels: true}}) to map the sorted "
+                            "values to 0..K-1")
     if names is None:
-        k = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
-        names = tuple(str(i) for i in range(k))
+        names = tuple(str(i) for i in range(len(values)))
     pixel_max = 255.0 if x_train.dtype == np.uint8 else None
-    source = {"loader": "npz", "path": str(file)}
-    if scale:
-        return _scaled("npz", x_train, y_train, x_test, y_test, names, pixel_max, source)
-    div = pixel_max or 1.0
-    return ArrayDataset("npz", (x_train / div).astype(np.float32), y_train.astype(np.int64),
-                        (x_test / div).astype(np.float32), y_test.astype(np.int64), names, source)
+    source = {"loader": "npz", "path": str(file), "remapped_labels": bool(remap_labels)}
+    return _scaled("npz", x_train, y_train, x_test, y_test, names, pixel_max, source, standardize)
 
 
 # ------------------------------------------------------------------------------------- lookup

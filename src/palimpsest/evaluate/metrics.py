@@ -113,6 +113,22 @@ def final_average_accuracy(acc: np.ndarray) -> float:
     return _nanmean(matrix[-1])
 
 
+def final_example_accuracy(predictions: Sequence[np.ndarray], targets: np.ndarray) -> float:
+    """Accuracy over all test examples after the last step (each example weighs the same).
+
+    A_examples = (1/N) Σ_n [pred_{S-1}(x_n) = y_n]. Equal to `final_average_accuracy` when every test
+    experience has the same size; with uneven experiences (4 classes, then 2, 2, 2) the larger ones
+    weigh more here. NaN without predictions, or when the last step's prediction is undefined (-1,
+    a multi-head model's class-IL view).
+    """
+    if not len(predictions) or targets is None or not len(targets):
+        return float("nan")
+    last = np.asarray(predictions[-1])
+    if (last < 0).any():
+        return float("nan")
+    return float((last == np.asarray(targets)).mean())
+
+
 def average_incremental_accuracy(acc: np.ndarray, step_tasks: StepTasks) -> float:
     """Mean over steps of the mean accuracy on the tasks seen so far.
 
@@ -304,6 +320,9 @@ def positive_flip_rate(predictions: Sequence[np.ndarray], targets: np.ndarray, t
 _SCALAR_METRICS: tuple[tuple[str, Callable[..., float], str, bool, tuple[str, ...]], ...] = (
     ("final_average_accuracy", final_average_accuracy,
      "mean accuracy over all test experiences after the last step", True, ("acc",)),
+    ("final_example_accuracy", final_example_accuracy,
+     "accuracy over all test examples after the last step (each example weighs the same)", True,
+     ("predictions", "targets")),
     ("average_incremental_accuracy", average_incremental_accuracy,
      "mean over steps of accuracy on the tasks seen so far (iCaRL)", True, ("acc", "step_tasks")),
     ("forgetting", forgetting,
@@ -362,6 +381,7 @@ def compute_metrics(record: RunRecord, views: Sequence[str] = ("class", "task"))
             values["forward_transfer_gem"] = forward_transfer_gem(matrix, steps, record.initial[view])
         if (record.predictions is not None and view in record.predictions
                 and record.targets is not None and record.test_task is not None):
+            values["final_example_accuracy"] = final_example_accuracy(record.predictions[view], record.targets)
             nfr, pfr = flip_rates(record.predictions[view], record.targets, record.test_task, steps)
             values["negative_flip_rate"], values["positive_flip_rate"] = nfr, pfr
         for name in METRIC_NAMES:
@@ -372,7 +392,7 @@ def compute_metrics(record: RunRecord, views: Sequence[str] = ("class", "task"))
 
 __all__ = [
     "METRIC_NAMES", "average_incremental_accuracy", "backward_transfer", "compute_metrics",
-    "final_average_accuracy", "first_trained_step", "flip_rates", "flip_rates_between", "forgetting",
+    "final_average_accuracy", "final_example_accuracy", "first_trained_step", "flip_rates", "flip_rates_between", "forgetting",
     "forgetting_per_experience", "forward_transfer", "forward_transfer_gem", "negative_flip_rate",
     "plasticity", "positive_flip_rate",
 ]

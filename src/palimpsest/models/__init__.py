@@ -8,7 +8,7 @@ from .heads import MASKED_LOGIT, Classifier
 
 
 def create_model(name: str, input_shape=None, n_classes: int | None = None, head: str = "single",
-                 task_classes=None, stream=None, **kwargs) -> Classifier:
+                 task_classes=None, stream=None, mask_unseen: bool = True, **kwargs) -> Classifier:
     """Build backbone `name` with a single head or one head per task.
 
     Pass `stream` to take the input shape, number of classes and task classes from it.
@@ -24,7 +24,8 @@ def create_model(name: str, input_shape=None, n_classes: int | None = None, head
     entry = MODELS.get(name)
     try:
         backbone, feature_dim = entry.obj(tuple(input_shape), **kwargs)
-        return Classifier(backbone, feature_dim, n_classes, head, task_classes if head == "multi" else None)
+        return Classifier(backbone, feature_dim, n_classes, head, task_classes if head == "multi" else None,
+                          mask_unseen=mask_unseen)
     except PalimpsestError:
         raise
     except TypeError as err:

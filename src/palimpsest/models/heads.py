@@ -16,7 +16,8 @@ class Classifier(nn.Module):
 
     Single head: units exist for every class but only classes the model has been shown
     (`observe_classes`) can be predicted. This behaves like Avalanche's growing head while keeping
-    parameter shapes, checkpoints and optimizer state fixed across experiences.
+    parameter shapes, checkpoints and optimizer state fixed across experiences. With
+    `mask_unseen=False` it is a plain fixed head over every class from the start.
 
     Multi head: one linear head per task over that task's classes; `forward(x, task_ids)` routes
     each example to its task's head. Without task ids, heads are stacked side by side, which is
@@ -24,8 +25,9 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int, head: str = "single",
-                 task_classes: list[tuple[int, ...]] | None = None) -> None:
+                 task_classes: list[tuple[int, ...]] | None = None, mask_unseen: bool = True) -> None:
         super().__init__()
+        self.mask_unseen = mask_unseen
         if head not in ("single", "multi"):
             raise ConfigError("unknown head", expected="'single' or 'multi'", got=head)
         self.backbone, self.feature_dim, self.n_classes, self.head_kind = backbone, feature_dim, n_classes, head
@@ -58,7 +60,8 @@ class Classifier(nn.Module):
 
     def head_logits(self, feats: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         if self.head_kind == "single":
-            return self.head(feats).masked_fill(~self.active, MASKED_LOGIT)
+            logits = self.head(feats)
+            return logits.masked_fill(~self.active, MASKED_LOGIT) if self.mask_unseen else logits
         out = feats.new_full((len(feats), self.n_classes), MASKED_LOGIT)
         if task_ids is None:
             if not self.disjoint_tasks:

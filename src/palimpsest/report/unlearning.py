@@ -110,6 +110,30 @@ def unlearning_table_text(summary: Sequence[dict]) -> str:
     return buffer.getvalue()
 
 
+def ledger_table(entries: Sequence[dict], title: str = "Ledger") -> Table:
+    """Every ledger entry, in the order it was written: request, seed, method, status and its key
+    audit numbers (verdicts against the retrained model), or the error that ended it."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption="Accuracies in %; verdicts compare with the retrained "
+                  "model (the target); `palimpsest export` writes every audit number.", caption_justify="left")
+    for name, justify in (("Request", "left"), ("Seed", "right"), ("Method", "left"), ("Status", "left"),
+                          ("Forget", "right"), ("Test", "right"), ("Gap", "right"), ("Verdict", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "Verdict")
+    for e in entries:
+        a = e.get("audit") or {}
+        pct = lambda key: f"{100 * a[key]:.1f}" if isinstance(a.get(key), (int, float)) else MISSING  # noqa: E731
+        if e["status"] in ("finished", "diverged") and a:
+            verdict = a.get("verdict_forget_accuracy", "target" if e["label"] == "retrain" else MISSING)
+            if e["status"] == "diverged":
+                verdict = "diverged: " + (e.get("error") or "")
+        else:
+            verdict = (e.get("error") or "").strip().splitlines()[-1:] or [e["status"]]
+            verdict = verdict[0][:60]
+        request = int(e["id"].split("/request")[1].split("/")[0])
+        table.add_row(f"{request}: {ForgetRequest(**e['request']).describe()}", str(e["seed"]), e["label"], e["status"],
+                      pct("forget_accuracy"), pct("test_accuracy"), pct("avg_gap"), verdict)
+    return table
+
+
 def export_ledger_csv(db: ResultsDB, exp_id: str | None, out_dir: str | Path) -> list[Path]:
     """ledger.csv: one row per ledger entry with every audit number."""
     exp_id = db.experiment(exp_id)["id"]

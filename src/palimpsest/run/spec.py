@@ -71,6 +71,9 @@ class ModelSpec(Settings):
     settings: dict[str, Any] = Field(default_factory=dict)
     freeze: list[str] = Field(default_factory=list, json_schema_extra=since("0.2"), description="parameter-name prefixes to freeze, e.g. "
                               "[backbone] for a frozen encoder")
+    mask_unseen: bool = Field(True, json_schema_extra=since("0.2"), description="single head: classes the model has "
+                              "not been shown get no probability (a growing head); false: a plain fixed head over "
+                              "every class from the start")
     weights: str | None = Field(None, json_schema_extra=since("0.2"), description="a safetensors file of initial weights (e.g. a pretrained "
                                 "encoder); the entries it holds replace the initialised ones")
 
@@ -110,6 +113,9 @@ class SpecBase(Settings):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1000,
                              description="one run per seed; integers in [0, 2^63)")
     checkpoints: CheckpointPolicy = Field(default_factory=CheckpointPolicy, json_schema_extra=since("0.2"))
+    plugins: list[str] = Field(default_factory=list, json_schema_extra=since("0.2"),
+                               description="Python files of one's own that register strategies, unlearners, ... "
+                                           "(relative to the spec's folder); loaded before the spec is checked")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -159,7 +165,7 @@ def validate_spec(model: type[SpecBase], data: dict, source: str, semantic) -> S
     try:
         spec = model(**data)
     except ValidationError as err:
-        problems = pydantic_problems(err)
+        problems = pydantic_problems(err, model=model)
     problems += [p for p in semantic(data) if p not in problems]
     if problems:
         raise SpecError(problems, source)
@@ -180,10 +186,11 @@ def strategy_problems(entries: Any, path: str, dataset: str, scenario: str) -> l
             if known(STRATEGIES, entry.get("name"), f"{where}.name", problems) and \
                     isinstance(entry.get("settings", {}), dict):
                 tuned = defaults_for(entry["name"], str(dataset), str(scenario))
+                config = STRATEGIES.get(entry["name"]).obj.Config
                 try:
-                    STRATEGIES.get(entry["name"]).obj.Config(**{**tuned, **entry.get("settings", {})})
+                    config(**{**tuned, **entry.get("settings", {})})
                 except ValidationError as err:
-                    problems += pydantic_problems(err, f"{where}.settings")
+                    problems += pydantic_problems(err, f"{where}.settings", config)
     return problems
 
 
@@ -203,12 +210,32 @@ def _kinds():
     return KINDS
 
 
-def parse_spec(data: Any, source: str = "spec") -> SpecBase:
-    """Validate a spec given as a dict (any kind); raise SpecError listing every problem."""
+def load_spec_plugins(data: dict, base: Path | None, extra: list[str] | tuple = ()) -> dict:
+    """Load the plugin files a spec names (relative to `base`, the spec's folder) and those given on
+    the command line; return the spec with their absolute paths, so the stored spec reloads them."""
+    from ..core.plugins import load_plugin_file
+    listed = data.get("plugins", [])
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise SpecError([f"plugins: expected a list of Python file paths, got {listed!r}"], "spec")
+    paths = []
+    for p in [*listed, *extra]:
+        path = Path(p).expanduser()
+        if not path.is_absolute() and base is not None and p in listed:
+            path = base / path
+        load_plugin_file(path)
+        paths.append(str(path.resolve()))
+    return {**data, "plugins": list(dict.fromkeys(paths))} if paths else data
+
+
+def parse_spec(data: Any, source: str = "spec", base: Path | None = None, plugins: list[str] | tuple = ()) -> SpecBase:
+    """Validate a spec given as a dict (any kind); raise SpecError listing every problem. Plugin files
+    (the spec's `plugins:` relative to `base`, and `plugins`) are loaded first."""
     kinds = _kinds()
     if not isinstance(data, dict):
         raise SpecError([f"top level: expected a mapping of fields (kind, name, ..., seeds), got "
                          f"{type(data).__name__}: {data!r}"], source)
+    if data.get("plugins") or plugins:
+        data = load_spec_plugins(data, base, plugins)
     kind = data.get("kind", "learn")
     if not isinstance(kind, str) or kind not in kinds:
         problems: list[str] = []
@@ -291,9 +318,9 @@ def read_spec_file(path: str | Path) -> Any:
     return data
 
 
-def load_spec(path: str | Path) -> SpecBase:
-    """Read and validate a YAML spec file of any kind."""
-    return parse_spec(read_spec_file(path), str(path))
+def load_spec(path: str | Path, plugins: list[str] | tuple = ()) -> SpecBase:
+    """Read and validate a YAML spec file of any kind (loading its plugin files and `plugins` first)."""
+    return parse_spec(read_spec_file(path), str(path), Path(path).parent, plugins)
 
 
 __all__ = ["CheckpointPolicy", "EntriesSpec", "ModelSpec", "PluginSpec", "SpecBase", "StrategySpec", "check_labels_and_seeds",

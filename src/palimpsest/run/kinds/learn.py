@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -63,6 +63,14 @@ class BenchmarkSpec(Settings):
     validation_fraction: float = Field(0.0, ge=0, lt=1)
     train_subset: int | None = Field(None, ge=1, description="use this many training examples (random subset)")
     test_subset: int | None = Field(None, ge=1)
+    standardize: bool = Field(True, json_schema_extra=since("0.2"), description="scale inputs by the training "
+                              "mean and standard deviation; false keeps pixels in [0, 1] (Avalanche's and Mammoth's "
+                              "ToTensor without Normalize)")
+    keep_first: bool = Field(False, json_schema_extra=since("0.2"), description="domain scenario with permutations: "
+                             "leave the first experience unpermuted (as some permuted-MNIST benchmarks do)")
+    options: dict[str, Any] = Field(default_factory=dict, json_schema_extra=since("0.2"),
+                                    description="keyword arguments of the dataset loader (e.g. {remap_labels: true} for "
+                                                "npz); `palimpsest ls benchmarks` lists each loader")
 
     @field_validator("class_order")
     @classmethod
@@ -83,6 +91,9 @@ class LearnSpec(EntriesSpec):
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     strategies: list[StrategySpec] = Field(..., min_length=1)
+    init_seed: Literal["derived", "plain"] = Field(
+        "derived", json_schema_extra=since("0.2"), description="how the model's initial weights are drawn: from a seed "
+        "derived from the run's seed (default), or after torch.manual_seed(seed) as a plain script does")
 
     def training_for(self, strategy: StrategySpec) -> TrainingConfig:
         return TrainingConfig(**{**self.training.model_dump(), **strategy.training})
@@ -95,11 +106,14 @@ def build_stream(b: BenchmarkSpec, seed: int) -> Stream:
     """The stream a benchmark spec describes, for one seed (class order and permutations may
     depend on it)."""
     kwargs = {"root": b.root} if b.root else {}
+    kwargs.update(b.options)
+    if not b.standardize:
+        kwargs["standardize"] = False
     data = _datasets.load_dataset(b.dataset, **kwargs)
     if b.train_subset or b.test_subset:
         data = data.subsample(b.train_subset, b.test_subset, seed=0)
     if b.scenario == "domain":
-        stream = domain_incremental(data, b.n_experiences, transform=b.transform, seed=seed,
+        stream = domain_incremental(data, b.n_experiences, transform=b.transform, seed=seed, keep_first=b.keep_first,
                                     validation_fraction=b.validation_fraction)
     else:
         stream = class_incremental(data, b.n_experiences, class_order=b.class_order,
@@ -140,7 +154,7 @@ def strategy_from_run(run: dict, benchmark: BenchmarkSpec | None = None) -> Stra
 def build_model(m: ModelSpec, stream: Stream, strategy: Strategy) -> nn.Module:
     """The model of a spec for a stream: created by name, initial weights loaded, prefixes frozen,
     then prepared by the strategy (wrapped, injected or frozen further) before any optimizer exists."""
-    model = create_model(m.name, stream=stream, head=m.head, **m.settings)
+    model = create_model(m.name, stream=stream, head=m.head, mask_unseen=m.mask_unseen, **m.settings)
     if m.weights:
         from safetensors.torch import load_file
         weights = load_file(m.weights)
@@ -322,7 +336,7 @@ class LearnKind(ExperimentKind):
         strategy.check_training(training)
         schedule = strategy.schedule(stream)
         device = pick_device(training.device)
-        seed_everything(derive_seed(seed, "init"))
+        seed_everything(seed if getattr(spec, "init_seed", "derived") == "plain" else derive_seed(seed, "init"))
         model = make_model().to(device)
         optimizer = build_optimizer(strategy.parameters(model), training)
         ctx = TrainContext(model, optimizer, stream, training, device, seed)
@@ -489,7 +503,8 @@ def rebuild_model(run: dict, spec_yaml: str, path, base: dict | None = None) -> 
     stream_info = json.loads(run["stream_json"])
     m = spec.model
     model = create_model(m.name, tuple(stream_info["input_shape"]), stream_info["n_classes"], head=m.head,
-                         task_classes=[tuple(c) for c in stream_info["task_classes"]], **m.settings)
+                         task_classes=[tuple(c) for c in stream_info["task_classes"]], mask_unseen=m.mask_unseen,
+                         **m.settings)
     if m.weights:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(m.weights), strict=False)

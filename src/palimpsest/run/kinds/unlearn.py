@@ -218,10 +218,11 @@ class UnlearnKind(ExperimentKind):
             if not isinstance(m, dict):
                 continue
             if known(UNLEARNERS, m.get("name"), f"methods.{i}.name", problems) and isinstance(m.get("settings", {}), dict):
+                config = UNLEARNERS.get(m["name"]).obj.Config
                 try:
-                    UNLEARNERS.get(m["name"]).obj.Config(**m.get("settings", {}))
+                    config(**m.get("settings", {}))
                 except ValidationError as err:
-                    problems += pydantic_problems(err, f"methods.{i}.settings")
+                    problems += pydantic_problems(err, f"methods.{i}.settings", config)
         return problems
 
     def describe(self, spec: UnlearnSpec) -> str:
