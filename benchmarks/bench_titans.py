@@ -24,14 +24,14 @@ environment that has it (see benchmarks/README.md):
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from palimpsest.memory import create_memory
 from palimpsest.memory.associative import AssociativeMemory, MemoryConfig, MemoryState, memory_forward
+
+from bench_memory import timed  # the same median-of-repetitions clock (this folder is on sys.path)
 
 
 def cross_check(dim: int = 16, seq: int = 24, batch: int = 2) -> dict:
@@ -67,15 +67,6 @@ def cross_check(dim: int = 16, seq: int = 24, batch: int = 2) -> dict:
         read_diff = float((read_theirs - read_ours).abs().max())
     return {"dim": dim, "seq": seq, "batch": batch, "max_abs_weight_diff": weight_diff, "weight_scale": scale,
             "max_abs_read_diff": read_diff, "read_scale": float(read_theirs.abs().max())}
-
-
-def timed(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def timings(reps: int = 3, seq: int = 1024, batch: int = 4, dim: int = 64) -> list[dict]:

@@ -582,29 +582,38 @@ class MemoryLayer(nn.Module):
         cfg = self.cfg
         b, t, _ = x.shape
         out: dict[str, torch.Tensor] = {}
+        n = self.gate_heads
         if self.to_gates is not None:
-            raw = torch.sigmoid(self.to_gates(x)).view(b, t, len(self.gate_names), self.heads).permute(2, 0, 3, 1)
+            raw = torch.sigmoid(self.to_gates(x)).view(b, t, len(self.gate_names), n).permute(2, 0, 3, 1)
             out = dict(zip(self.gate_names, raw))
         if "theta" in out:
             out["theta"] = cfg.lr * out["theta"]
         else:
-            out["theta"] = x.new_full((b, self.heads, t), cfg.lr)
+            out["theta"] = x.new_full((b, n, t), cfg.lr)
         if "delta" in out:
             out["delta"] = cfg.huber_delta * out["delta"]
         return out
 
+    @property
+    def gate_heads(self) -> int:
+        """How many memory heads the gates are computed for (a mixture has one set per memory)."""
+        return self.heads
+
+    def token_shift(self, qkv: torch.Tensor, context: torch.Tensor | None):
+        """The causal convolution over projected q, k, v, continuing from `context` (the last
+        conv_size − 1 projected rows of the previous call); returns (qkv, the new context)."""
+        keep = self.cfg.conv_size - 1
+        if keep < 1:
+            return qkv, None
+        if context is None:
+            context = qkv.new_zeros(qkv.shape[0], keep, qkv.shape[-1])
+        full = torch.cat([context, qkv], 1)
+        return self.conv(full.transpose(1, 2)).transpose(1, 2), full[:, -keep:]
+
     def project_qkv(self, x: torch.Tensor, context: torch.Tensor | None):
         """Queries, keys and values (B, H, T, d) after the token shift, and the new context."""
         cfg = self.cfg
-        qkv = self.to_qkv(x)
-        new_context = None
-        if cfg.conv_size > 1:
-            keep = cfg.conv_size - 1
-            if context is None:
-                context = qkv.new_zeros(x.shape[0], keep, qkv.shape[-1])
-            full = torch.cat([context, qkv], 1)
-            new_context = full[:, -keep:]
-            qkv = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        qkv, new_context = self.token_shift(self.to_qkv(x), context)
         b, t, _ = x.shape
         q, k, v = qkv.view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cfg.qk_norm:

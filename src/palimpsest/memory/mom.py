@@ -97,15 +97,7 @@ class MixtureOfMemories(MemoryLayer):
 
     def project_qkv(self, x, context):
         cfg, m, h, d = self.cfg, self.n_mem, self.heads, self.head_dim
-        qkv = self.to_qkv(x)
-        new_context = None
-        if cfg.conv_size > 1:
-            keep = cfg.conv_size - 1
-            if context is None:
-                context = qkv.new_zeros(x.shape[0], keep, qkv.shape[-1])
-            full = torch.cat([context, qkv], 1)
-            new_context = full[:, -keep:]
-            qkv = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        qkv, new_context = self.token_shift(self.to_qkv(x), context)
         b, t, _ = x.shape
         q = qkv[..., :h * d].view(b, t, h, d).permute(0, 2, 1, 3)
         k = qkv[..., h * d:(1 + m) * h * d].reshape(b, t, m * h, d).permute(0, 2, 1, 3)
@@ -114,17 +106,9 @@ class MixtureOfMemories(MemoryLayer):
             q, k = nn.functional.normalize(q, dim=-1), nn.functional.normalize(k, dim=-1)
         return q.repeat(1, m, 1, 1), k, v, new_context
 
-    def gates(self, x):
-        cfg, m = self.cfg, self.n_mem
-        b, t, _ = x.shape
-        out = {}
-        if self.to_gates is not None:
-            raw = torch.sigmoid(self.to_gates(x)).view(b, t, len(self.gate_names), m * self.heads).permute(2, 0, 3, 1)
-            out = dict(zip(self.gate_names, raw))
-        out["theta"] = cfg.lr * out["theta"] if "theta" in out else x.new_full((b, m * self.heads, t), cfg.lr)
-        if "delta" in out:
-            out["delta"] = cfg.huber_delta * out["delta"]
-        return out
+    @property
+    def gate_heads(self) -> int:
+        return self.n_mem * self.heads
 
     def route(self, x):
         """(weights (B, T, K) zero outside each token's top-k, probabilities (B, T, K))."""
