@@ -224,7 +224,25 @@ class LearnKind(ExperimentKind):
     Spec = LearnSpec
     metrics = METRIC_NAMES
     tables = ("strategy_summary",)
-    figures = ("accuracy_heatmaps", "accuracy_curves", "metric_bars", "task_accuracy_heatmaps")
+    figures = ("stream_contents", "accuracy_heatmaps", "accuracy_curves", "metric_bars", "task_accuracy_heatmaps",
+               "task_accuracy_curves", "resolved_settings")
+    # A task-incremental experiment is read in task-IL first; class-IL follows for reference.
+    task_figures = ("stream_contents", "task_accuracy_heatmaps", "task_accuracy_curves", "metric_bars",
+                    "accuracy_heatmaps", "accuracy_curves", "resolved_settings")
+
+    @classmethod
+    def report_parts(cls, exp: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        import yaml
+        try:
+            spec = yaml.safe_load(exp.get("spec_yaml") or "") or {}
+        except yaml.YAMLError:
+            spec = {}
+        scenario = ((spec.get("benchmark") or {}) if isinstance(spec, dict) else {}).get("scenario")
+        if scenario == "task":
+            return cls.tables, cls.task_figures
+        if scenario == "domain":   # one head over the same classes: the task view repeats the class view
+            return cls.tables, tuple(f for f in cls.figures if not f.startswith("task_"))
+        return cls.tables, cls.figures
 
     def __init__(self) -> None:
         self._streams: dict[tuple, Stream] = {}
@@ -277,6 +295,22 @@ class LearnKind(ExperimentKind):
     def describe(self, spec: LearnSpec) -> str:
         return (f"{len(spec.strategies)} strategies x {len(spec.seeds)} seeds on {spec.benchmark.dataset}, "
                 f"{spec.benchmark.scenario}-incremental")
+
+    def notes(self, spec: LearnSpec) -> list[str]:
+        """One line per strategy (or plug-in) given tuned defaults the spec did not set."""
+        b, lines = getattr(spec, "benchmark", None), []
+        if b is None:   # a kind built on this one without a benchmark (adapt): no tuned defaults
+            return []
+        for s in spec.strategies:
+            for name, given, where in [(s.name, s.settings, s.display),
+                                       *((p.name, p.settings, f"{s.display} (plus {p.name})") for p in s.plus)]:
+                filled = {k: v for k, v in defaults_for(name, b.dataset, b.scenario).items() if k not in given}
+                if filled:
+                    lines.append(f"{where}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
+        if lines:
+            lines = [f"tuned defaults for {b.dataset}/{b.scenario} (learn/defaults.py; write a setting in the "
+                     "strategy's settings to override it):", *(f"  {line}" for line in lines)]
+        return lines
 
     def jobs(self, spec: LearnSpec) -> list[Job]:
         return [Job(f"{s.display}/seed{seed}", seed, {"label": s.display}) for seed in spec.seeds
