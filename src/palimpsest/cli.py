@@ -118,10 +118,11 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
 
 @app.command()
 def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, models, strategies, unlearners, "
-                                                          "metrics, memory-policies, indexes, embedders or retrievers"),
+                                                          "metrics, memory-layers, memory-policies, indexes, embedders "
+                                                          "or retrievers"),
        plugin: list[Path] = PLUGIN_OPTION) -> None:
-    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners, metrics, and
-    the agent-memory store's policies, vector indexes, embedders and retrievers."""
+    """List what palimpsest knows: experiment kinds, benchmarks, models, strategies, unlearners, metrics, the
+    neural memory layers, and the agent-memory store's policies, vector indexes, embedders and retrievers."""
     from .core.plugins import load_plugin_file, load_plugins
     try:
         load_plugins()
@@ -129,11 +130,13 @@ def ls(kind: Optional[str] = typer.Argument(None, help="kinds, benchmarks, model
             load_plugin_file(p)
     except PalimpsestError as err:
         _fail(err)
-    from .core.registry import DATASETS, KINDS, METRICS, MODELS, STRATEGIES, UNLEARNERS
+    from . import memory  # noqa: F401  (registers the neural memory layers)
+    from .core.registry import DATASETS, KINDS, MEMORY_LAYERS, METRICS, MODELS, STRATEGIES, UNLEARNERS
     from .memory.registries import EMBEDDERS, MEMORY_POLICIES, RETRIEVERS, VECTOR_INDEXES
     sections = {"kinds": KINDS, "benchmarks": DATASETS, "models": MODELS, "strategies": STRATEGIES,
-                "unlearners": UNLEARNERS, "metrics": METRICS, "memory-policies": MEMORY_POLICIES,
-                "indexes": VECTOR_INDEXES, "embedders": EMBEDDERS, "retrievers": RETRIEVERS}
+                "unlearners": UNLEARNERS, "metrics": METRICS, "memory-layers": MEMORY_LAYERS,
+                "memory-policies": MEMORY_POLICIES, "indexes": VECTOR_INDEXES, "embedders": EMBEDDERS,
+                "retrievers": RETRIEVERS}
     if kind and kind not in sections:
         _fail(PalimpsestError(f"unknown listing {kind!r}", expected=", ".join(sections), got=kind))
     for name, reg in sections.items():

@@ -75,8 +75,12 @@ SCENARIOS = Registry("scenario")
 METRICS = Registry("metric")
 UNLEARNERS = Registry("unlearner")
 KINDS = Registry("experiment kind")
+# token mixers of sequence models: attention and the test-time memories of palimpsest.memory (presets
+# of the associative core, mixture-of-memories, HCAM), each `(dim, **settings) -> module` whose
+# forward is `y, state = layer(x, state=None)`
+MEMORY_LAYERS = Registry("memory layer")
 
-_BY_KIND = {r.kind: r for r in (STRATEGIES, MODELS, DATASETS, SCENARIOS, METRICS, UNLEARNERS)}
+_BY_KIND = {r.kind: r for r in (STRATEGIES, MODELS, DATASETS, SCENARIOS, METRICS, UNLEARNERS, MEMORY_LAYERS)}
 _BY_KIND["kind"] = KINDS
 
 

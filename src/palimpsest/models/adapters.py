@@ -7,6 +7,7 @@ growing single head observes classes; a language model does not.
 
     ClassifierAdapter   palimpsest Classifier (any backbone + single or per-task heads)
     CausalLMAdapter     a Hugging Face causal language model (input_ids, attention_mask, labels)
+    TokenAdapter        a sequence model answering at the labelled positions (recall tasks)
 
 A frozen encoder is a Classifier whose backbone's parameters do not require gradients (see
 `freeze`); a strategy's `prepare` can wrap it (e.g. with LoRA adapters) before the optimizer exists.
@@ -88,6 +89,29 @@ class CausalLMAdapter(ModelAdapter):
         return shifted_cross_entropy(output.logits, labels)
 
 
+class TokenAdapter(ModelAdapter):
+    """A sequence model over token ids whose answer at position t is read from its output at t
+    (models/sequence.py RecallLM on data/recall.py tasks): logits (B, T, V); the loss is the
+    cross-entropy over positions whose label is not -100, plus the model's auxiliary loss (e.g.
+    mixture-of-memories load balancing) when it has one."""
+
+    def forward(self, batch) -> ModelOutput:
+        """Logits at the labelled positions only, (N, V), when the batch has labels; else (B, T, V)."""
+        labels = batch.get("labels")
+        select = None if labels is None else labels != IGNORE_INDEX
+        return ModelOutput(self.model(batch["input_ids"], select=select))
+
+    def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
+        labels = batch["labels"]
+        if output.logits.dim() == 2:
+            loss = F.cross_entropy(output.logits.float(), labels[labels != IGNORE_INDEX])
+        else:
+            loss = F.cross_entropy(output.logits.reshape(-1, output.logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        aux = getattr(self.model, "aux_loss", None)
+        return loss + aux if isinstance(aux, torch.Tensor) else loss
+
+
 IGNORE_INDEX = -100
 
 
@@ -100,7 +124,9 @@ def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
 
 
 def adapter_for(model: nn.Module, use_task_ids: bool = False) -> ModelAdapter:
-    """The adapter of a model: a Hugging Face causal LM or a classifier."""
+    """The adapter of a model: a per-position token model, a Hugging Face causal LM or a classifier."""
+    if getattr(model, "token_model", False):
+        return TokenAdapter(model)
     if hasattr(model, "config") and hasattr(model, "generate") and not hasattr(model, "head_logits"):
         return CausalLMAdapter(model)
     return ClassifierAdapter(model, use_task_ids)
@@ -125,4 +151,4 @@ def freeze(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
     return frozen
 
 
-__all__ = ["IGNORE_INDEX", "CausalLMAdapter", "ClassifierAdapter", "ModelAdapter", "ModelOutput", "adapter_for", "freeze", "shifted_cross_entropy"]
+__all__ = ["IGNORE_INDEX", "CausalLMAdapter", "TokenAdapter", "ClassifierAdapter", "ModelAdapter", "ModelOutput", "adapter_for", "freeze", "shifted_cross_entropy"]

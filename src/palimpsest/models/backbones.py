@@ -23,6 +23,13 @@ def mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256), drop
     return nn.Sequential(*layers), width
 
 
+@MODELS.register("flatten", inputs="any shape (flattened)")
+def flatten(input_shape: tuple[int, ...]):
+    """No learned encoder: the flattened input is the feature vector (a fixed, parameter-free encoder;
+    with a single head, a linear classifier on the raw inputs)."""
+    return nn.Flatten(), int(math.prod(input_shape))
+
+
 def _need_image(name: str, input_shape: tuple[int, ...]) -> None:
     if len(input_shape) != 3:
         raise ConfigError(f"model {name!r} needs image inputs", expected="input shape (channels, height, width)",

@@ -8,6 +8,7 @@ every experiment kind (the kind names its tables and figures; report/page.py ren
     write_report(db, exp_id, "report.html")
 """
 from .csv import export_csv
+from . import memory  # noqa: F401  (registers the memory parts)
 from .html import write_html_report
 from .learn_setup import resolved_settings
 from .page import export, render_summary, write_report

@@ -1,0 +1,135 @@
+"""Hierarchical Chunk Attention Memory (HCAM): "Towards mental time travel: a hierarchical memory for
+reinforcement learning agents" (Lampinen, Chan, Banino and Hill, NeurIPS 2021).
+
+The past is stored in chunks of `chunk_len` steps, each with a summary key (the mean of its keys). A
+query first attends over the summaries, keeps the top-k chunks, then attends in detail inside each of
+them; the chunk-level weights mix the detailed reads:
+
+    s_j = mean_{i ∈ chunk j} k_i                      r_{t,j} = q_t · s_j / √d,   j < chunk(t)
+    J_t = top-k_j r_{t,j},  w_{t,j} = softmax_{j ∈ J_t} r_{t,j}
+    y_t = Σ_{j ∈ J_t} w_{t,j} Σ_{i ∈ chunk j} softmax_i(q_t · k_i / √d) v_i
+
+Only complete chunks strictly before a query's own chunk are memory (the current chunk is the job of a
+local layer below, e.g. a sliding window); a query in the first chunk reads nothing (zeros). Gradients
+reach the summaries through the chunk weights of the selected chunks, as in the paper.
+
+`y, state = layer(x, state)` with `state` the keys and values of the past positions, so a long stream
+can be fed in segments. Departures: one query serves both levels (the paper's agent also uses one);
+summaries are plain means of the keys (no extra layer norm); no relative time encodings; as before the
+associative memories, a token shift (a causal convolution of width 2, keys starting from the previous
+token) precedes the projections (`conv_size: 0` removes it); `train_top_k` (default: top_k) lets training
+read more chunks than evaluation (a relaxation that lets the summary keys get gradients from chunks
+that top-k would not have picked yet).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..core.errors import ConfigError
+from ..core.registry import MEMORY_LAYERS
+from .associative import shift_init
+
+
+class HCAM(nn.Module):
+    def __init__(self, dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2, conv_size: int = 2,
+                 shift_keys: bool = True, train_top_k: int | None = None) -> None:
+        super().__init__()
+        if heads < 1 or dim % heads:
+            raise ConfigError("HCAM heads must divide the width", expected=f"a divisor of {dim}", got=heads)
+        if chunk_len < 1 or top_k < 1 or (train_top_k is not None and train_top_k < 1):
+            raise ConfigError("HCAM needs positive chunk_len and top_k", expected=">= 1",
+                              got=f"chunk_len={chunk_len}, top_k={top_k}")
+        self.dim, self.heads, self.chunk_len, self.top_k = dim, heads, chunk_len, top_k
+        self.train_top_k = train_top_k
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.conv_size = conv_size
+        if conv_size > 1:     # the token shift of the associative memories (memory/associative.py)
+            self.conv = nn.Conv1d(3 * dim, 3 * dim, conv_size, groups=3 * dim, bias=False)
+            shift_init(self.conv, dim, dim, shift_keys)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    accepts_select = True   # models/sequence.py: the last block may ask for some positions only
+
+    def forward(self, x: torch.Tensor, state: dict | None = None, select: torch.Tensor | None = None):
+        """`select` (B, T) boolean: compute the read only at these positions (zeros elsewhere); a model
+        whose loss reads a few positions (passkey: the last one) then pays only for those."""
+        if x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
+            raise ConfigError("HCAM input has the wrong shape", expected=f"a float tensor (batch, time, {self.dim})",
+                              got=f"{tuple(x.shape)} {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise ConfigError("HCAM input holds NaN or infinite values", expected="finite numbers",
+                              got=f"{int((~torch.isfinite(x)).sum())} non-finite values")
+        b, t, dim = x.shape
+        h, d, length = self.heads, dim // self.heads, self.chunk_len
+        qkv = self.qkv(x)
+        context = None
+        if self.conv_size > 1:
+            keep = self.conv_size - 1
+            before = state.get("context") if state is not None else None
+            full = torch.cat([qkv.new_zeros(b, keep, 3 * dim) if before is None else before, qkv], 1)
+            context = full[:, -keep:]
+            qkv = self.conv(full.transpose(1, 2)).transpose(1, 2)
+        q, k, v = qkv.view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)               # (B, H, T, d)
+        past = 0
+        if state is not None:
+            past = state["keys"].shape[2]
+            if state["keys"].shape[:2] != (b, h) or state["keys"].dtype != x.dtype:
+                raise ConfigError("HCAM state does not fit the input", expected=f"keys (batch={b}, heads={h}, ...) "
+                                  f"of {x.dtype}", got=f"{tuple(state['keys'].shape)} {state['keys'].dtype}",
+                                  fix="pass the state this layer returned for the same batch")
+            k, v = torch.cat([state["keys"], k], 2), torch.cat([state["values"], v], 2)
+        total = k.shape[2]
+        n_chunks = total // length
+        keys = k[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
+        values = v[:, :, :n_chunks * length].reshape(b, h, n_chunks, length, d)
+        summaries = keys.mean(3)                                                # (B, H, N, d)
+        if select is not None:
+            out = torch.zeros_like(q)
+            rows, cols = select.nonzero(as_tuple=True)
+            if len(rows) and n_chunks:
+                read = self._read(q[rows, :, cols].unsqueeze(2), keys[rows], values[rows], summaries[rows],
+                                  (past + cols).unsqueeze(1), length, d)
+                out = out.permute(0, 2, 1, 3).index_put((rows, cols), read.squeeze(2)).permute(0, 2, 1, 3)
+        elif n_chunks == 0:
+            out = torch.zeros_like(q)
+        else:
+            positions = torch.arange(past, past + t, device=x.device).expand(b, t)
+            out = self._read(q, keys, values, summaries, positions, length, d)
+        new = {"keys": k, "values": v, "context": context}
+        return self.out(out.transpose(1, 2).reshape(b, t, dim)), new
+
+
+    def _read(self, q, keys, values, summaries, positions, length, d):
+        """Reads of queries q (B, H, T, d) at absolute positions (B, T) from complete chunks (B, H, N, L, d)."""
+        b, h, t, _ = q.shape
+        n_chunks = keys.shape[2]
+        scale = 1 / math.sqrt(d)
+        # chunk j is memory for the query at absolute position p when j < p // length
+        allowed = torch.arange(n_chunks, device=q.device).view(1, 1, n_chunks) < (positions // length).unsqueeze(-1)
+        relevance = (q @ summaries.transpose(-1, -2) * scale).masked_fill(~allowed.unsqueeze(1), -1e4)
+        k = self.train_top_k if self.training and self.train_top_k else self.top_k
+        kk = min(k, n_chunks)
+        top, idx = relevance.topk(kk, -1)                                                   # (B, H, T, kk)
+        weights = F.softmax(top, -1) * (top > -1e3)          # a selected chunk must really be in the past
+        index = idx.reshape(b, h, t * kk, 1).expand(-1, -1, -1, length * d)
+        ck = keys.reshape(b, h, n_chunks, length * d).gather(2, index).view(b, h, t, kk, length, d)
+        cv = values.reshape(b, h, n_chunks, length * d).gather(2, index).view(b, h, t, kk, length, d)
+        inner = F.softmax(torch.einsum("bhtd,bhtkld->bhtkl", q, ck) * scale, -1)
+        reads = torch.einsum("bhtkl,bhtkld->bhtkd", inner, cv)
+        return (weights.unsqueeze(-1) * reads).sum(3)
+
+
+@MEMORY_LAYERS.register("hcam", summary="hierarchical chunk attention: top-k chunks by summary, then attention "
+                        "inside them (Lampinen et al. 2021)",
+                        paper="Towards mental time travel: a hierarchical memory for reinforcement learning agents")
+def hcam(dim: int, heads: int = 2, chunk_len: int = 16, top_k: int = 2, conv_size: int = 2,
+         shift_keys: bool = True, train_top_k: int | None = None) -> HCAM:
+    """HCAM (Lampinen et al. 2021); see memory/hcam.py."""
+    return HCAM(dim, heads, chunk_len, top_k, conv_size, shift_keys, train_top_k)
+
+
+__all__ = ["HCAM", "hcam"]

@@ -1,0 +1,149 @@
+"""The associative-memory core: the per-token and chunked paths agree for every preset, the state
+carries a sequence across calls and saves, the update rules do what their papers say, and bad input
+gets a clear error."""
+import pytest
+import torch
+
+from palimpsest.core.errors import ConfigError, UnknownNameError
+from palimpsest.memory import MemoryState, create_memory, preset_names
+from palimpsest.memory.associative import AssociativeMemory, MemoryConfig, project
+
+PRESETS = preset_names()
+
+
+def test_every_preset_is_registered():
+    assert set(PRESETS) == {"linear_attention", "deltanet", "gated_deltanet", "titans", "moneta", "yaad", "memora"}
+
+
+@pytest.mark.parametrize("order", ["store_first", "retrieve_first"])
+@pytest.mark.parametrize("name", PRESETS)
+def test_chunked_and_per_token_paths_agree(name, order):
+    """Outputs and final states equal to 1e-10 in float64 (random inputs, 3 chunks of 4, two heads)."""
+    torch.manual_seed(0)
+    layer = create_memory(name, 16, heads=2, chunk_size=4).double()
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    y1, s1 = layer(x, path="chunked", order=order)
+    y2, s2 = layer(x, path="recurrent", order=order)
+    assert torch.allclose(y1, y2, atol=1e-10, rtol=0)
+    for key in s1.weights:
+        assert torch.allclose(s1.weights[key], s2.weights[key], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "titans"])
+def test_the_paths_have_the_same_gradients(name):
+    torch.manual_seed(1)
+    layer = create_memory(name, 16, heads=2, chunk_size=4).double()
+    x = torch.randn(2, 8, 16, dtype=torch.float64)
+    grads = []
+    for path in ("chunked", "recurrent"):
+        layer.zero_grad()
+        y, _ = layer(x, path=path)
+        (y ** 2).sum().backward()
+        grads.append([p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["deltanet", "titans", "memora"])
+def test_a_state_carries_the_sequence_across_calls_and_saves(name, tmp_path):
+    torch.manual_seed(2)
+    layer = create_memory(name, 16, heads=2, chunk_size=4)
+    x = torch.randn(2, 16, 16)
+    whole, _ = layer(x)
+    first, state = layer(x[:, :8])
+    path = state.detach().save(tmp_path / "state.safetensors")
+    again = MemoryState.load(path)
+    second, _ = layer(x[:, 8:], state=again)
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-5)
+    assert all(not t.requires_grad for t in state.detach().tensors().values())
+
+
+def test_the_delta_rule_stores_and_overwrites_associations():
+    """DeltaNet with step 1 on orthonormal keys recalls every value exactly, and a key written again
+    returns its new value; linear attention (Hebbian) returns the sum of the old and the new."""
+    cfg = MemoryConfig(architecture="matrix", bias="l2")
+    hebb = MemoryConfig(architecture="matrix", bias="dot")
+    keys = torch.eye(4).view(1, 1, 4, 4)
+    values = torch.randn(1, 1, 4, 4)
+    new = torch.randn(1, 1, 1, 4)
+    k = torch.cat([keys, keys[:, :, :1]], 2)
+    v = torch.cat([values, new], 2)
+    theta = torch.ones(1, 1, 5)
+    for config, expect_new in ((cfg, new[0, 0, 0]), (hebb, values[0, 0, 0] + new[0, 0, 0])):
+        core = AssociativeMemory(config, 1, 4)
+        _, state = core(k, k, v, theta, path="recurrent", chunk_size=5)
+        w = state.weights["W1"][0, 0]
+        assert torch.allclose(w @ keys[0, 0, 0], expect_new, atol=1e-5)
+        for i in range(1, 4):
+            assert torch.allclose(w @ keys[0, 0, i], values[0, 0, i], atol=1e-5)
+
+
+def test_a_retention_gate_fades_old_memories_and_momentum_carries_surprise():
+    keys = torch.eye(4).view(1, 1, 4, 4)
+    v = torch.randn(1, 1, 4, 4)
+    theta = torch.ones(1, 1, 4)
+    core = AssociativeMemory(MemoryConfig(architecture="matrix", bias="l2", retention="decay"), 1, 4)
+    _, kept = core(keys, keys, v, theta, alpha=torch.ones(1, 1, 4), path="recurrent")
+    _, faded = core(keys, keys, v, theta, alpha=torch.full((1, 1, 4), 0.5), path="recurrent")
+    first = v[0, 0, 0]
+    assert torch.allclose(kept.weights["W1"][0, 0] @ keys[0, 0, 0], first, atol=1e-5)
+    assert torch.allclose(faded.weights["W1"][0, 0] @ keys[0, 0, 0], first * 0.5 ** 3, atol=1e-5)
+    # with momentum the first write keeps acting: after four tokens its surprise has been added 4 times
+    # (decayed by η each time) although the key was written once
+    mom = AssociativeMemory(MemoryConfig(architecture="matrix", bias="dot", rule="momentum"), 1, 4)
+    _, state = mom(keys, keys, v, theta, eta=torch.full((1, 1, 4), 0.5), path="recurrent")
+    assert torch.allclose(state.weights["W1"][0, 0] @ keys[0, 0, 0], first * (1 + 0.5 + 0.25 + 0.125), atol=1e-5)
+
+
+def test_retention_projections():
+    a = torch.randn(2, 3, 5, 4)
+    kl = project(a, MemoryConfig(retention="kl", kl_scale=2.0))
+    assert torch.allclose(kl.sum(-1), torch.full((2, 3, 5), 2.0)) and (kl > 0).all()
+    lq = project(a, MemoryConfig(retention="lq", q=4.0))
+    norm = a.abs().pow(4).sum((-2, -1), keepdim=True).pow(0.25)
+    assert torch.allclose(lq, a / norm ** 2)
+    assert torch.equal(project(a, MemoryConfig(retention="decay")), a)
+
+
+def test_memory_layers_work_on_any_sequence_of_vectors():
+    layer = create_memory("titans", 8, heads=1, chunk_size=2)
+    y, state = layer(torch.randn(3, 6, 8))
+    assert y.shape == (3, 6, 8) and state.weights["W1"].shape[:2] == (3, 1)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def test_an_unknown_preset_lists_close_matches():
+    with pytest.raises(UnknownNameError, match="did you mean 'titans'"):
+        create_memory("titan", 16)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(Exception, match="retention"):
+        create_memory("deltanet", 16, retention="sometimes")
+    with pytest.raises(Exception, match="not_a_setting"):
+        create_memory("deltanet", 16, not_a_setting=1)
+
+
+def test_bad_inputs_and_states_get_clear_errors():
+    layer = create_memory("deltanet", 16, heads=2, chunk_size=4)
+    x = torch.randn(2, 8, 16)
+    _, state = layer(x)
+    with pytest.raises(ConfigError, match="chunk size does not divide"):
+        layer(torch.randn(2, 6, 16))
+    layer(torch.randn(2, 6, 16), path="recurrent")      # the per-token path takes any length
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        layer(torch.full((2, 8, 16), float("nan")))
+    with pytest.raises(ConfigError, match="wrong shape"):
+        layer(torch.randn(2, 8, 15))
+    with pytest.raises(ConfigError, match="floating point"):
+        layer(torch.zeros(2, 8, 16, dtype=torch.long))
+    with pytest.raises(ConfigError, match="wrong shape"):
+        layer(torch.randn(3, 8, 16), state=state)                          # another batch size
+    with pytest.raises(ConfigError, match="wrong dtype"):
+        layer(x, state=MemoryState({k: v.double() for k, v in state.weights.items()}))
+    with pytest.raises(ConfigError, match="wrong weights"):
+        layer(x, state=create_memory("titans", 16, heads=2, chunk_size=4)(x)[1])
+    with pytest.raises(ConfigError, match="wrong type"):
+        layer(x, state={"W1": state.weights["W1"]})
