@@ -1,7 +1,7 @@
 """Continual-learning strategies. Importing this package registers every built-in strategy."""
 from . import (agem, cumulative, der, er, er_ace, ewc, from_scratch, gdumb, icarl, joint, l2, lora, lwf,  # noqa: F401
                mas, naive, si, tent)
-from . import pcr, refresh, uer  # noqa: F401  (seed methods, issue 14)
+from . import pcr, refresh, uer, wa  # noqa: F401  (seed methods, issue 14)
 from ..data.batch import Batch
 from ..data.scenarios import merge
 from ..train.batching import shuffled_batches
