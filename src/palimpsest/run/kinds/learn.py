@@ -44,7 +44,7 @@ from .base import ExperimentKind, Job, job_id
 
 class RecurrenceSpec(Settings):
     length: int = Field(..., ge=1, description="number of training steps")
-    distribution: Literal["uniform", "power_law"] = "uniform"
+    distribution: Literal["uniform", "power_law", "zipf"] = "uniform"
     alpha: float = Field(1.0, gt=0)
     introduce: Literal["first", "spread"] = Field("spread", description="new tasks all first, or spread evenly")
 
