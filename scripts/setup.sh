@@ -22,16 +22,27 @@ else
   $PIP install --disable-pip-version-check -q -e .
 fi
 
+# Debian packages: Fashion-MNIST (the default data), and with --dev the fortunes text files and
+# Chromium (the browser test of the HTML report). Each is installed only when missing.
 FMNIST=${PALIMPSEST_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+PACKAGES=()
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST/train-images-idx3-ubyte" ]; then
+  PACKAGES+=(dataset-fashion-mnist)
+fi
+if [ "${1:-}" = "--dev" ]; then
+  [ -d /usr/share/games/fortunes ] || PACKAGES+=(fortunes fortunes-min)
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || PACKAGES+=(chromium)
+fi
+if [ ${#PACKAGES[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
-    echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist)..."
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
-      || echo "warning: could not install dataset-fashion-mnist; set PALIMPSEST_FASHION_MNIST to a folder with the IDX files" >&2
+    echo "Installing Debian packages: ${PACKAGES[*]}..."
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null \
+      || echo "warning: could not install ${PACKAGES[*]}; without dataset-fashion-mnist set PALIMPSEST_FASHION_MNIST" \
+              "to a folder with the IDX files; without chromium the browser test skips" >&2
   else
-    echo "warning: Fashion-MNIST files not found in $FMNIST and apt-get is unavailable;" \
-         "set PALIMPSEST_FASHION_MNIST to a folder with the IDX files" >&2
+    echo "warning: apt-get is unavailable, so ${PACKAGES[*]} are not installed; set PALIMPSEST_FASHION_MNIST to a" \
+         "folder with the Fashion-MNIST IDX files; without chromium the browser test skips" >&2
   fi
 fi

@@ -47,9 +47,7 @@ def _report(root: Path, exp_id: str, show_table: bool = True) -> Path:
         out = root / "reports" / exp_id
         if show_table:
             rp.render_summary(db, exp_id, console)
-        html = rp.write_report(db, exp_id, out / "report.html")
-        rp.export(db, exp_id, out)
-        return html
+        return rp.write_report(db, exp_id, out / "report.html")   # with its CSV files beside it
 
 
 @app.command()

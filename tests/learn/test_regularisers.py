@@ -1,6 +1,7 @@
 """Behaviour of the quadratic regularisers (EWC, online EWC, SI, MAS, L2) on digits: assertions
 that fail if a penalty, an importance or a path integral is wrong."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -164,6 +165,22 @@ def test_an_unstable_strength_warns_and_names_the_setting(digits_stream):
         fit("ewc", digits_stream, settings={"ewc_lambda": 1e5}, steps=1)
 
 
+@pytest.mark.parametrize("name,setting", [("ewc", "ewc_lambda"), ("si", "si_c")])
+def test_no_stability_warning_after_the_last_experience(name, setting, digits_stream):
+    """After the stream's last experience nothing trains, so a stiff penalty there is no warning."""
+    ctx = make_ctx(digits_stream)
+    strategy = STRATEGIES.create(name, **{setting: 1e6})
+    last = len(digits_stream.train) - 1
+    ctx.step = last
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_step(ctx, strategy, digits_stream.train[last])   # consolidates at its end: no warning
+    assert strategy.penalty.curvature() * ctx.training.lr * 1e6 > 4   # stiff enough to warn elsewhere
+    ctx.step = 0
+    with pytest.warns(RuntimeWarning, match=setting):
+        strategy.after_experience(ctx, digits_stream.train[0])
+
+
 # -- SI -----------------------------------------------------------------------------------------
 def test_si_path_integral_is_minus_task_gradient_times_the_actual_step(digits_stream):
     """With plain SGD, delta = -lr g, so omega must equal lr g^2 with g the cross-entropy gradient
@@ -220,6 +237,45 @@ def test_fisher_is_the_mean_of_per_example_squared_gradients(digits_stream):
     for n, value in expected.items():
         torch.testing.assert_close(fisher[n], value, rtol=1e-4, atol=1e-8)
         torch.testing.assert_close(ewc.penalty.importance[n], value, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("order", ["stored", "by_class"])
+def test_batch_fisher_is_avalanches_estimator_written_by_hand(order, digits_stream):
+    """Avalanche's EWCPlugin.compute_importances: eval mode, consecutive mini-batches in stored
+    order, the square of each batch-mean gradient, averaged over the number of batches."""
+    ctx = make_ctx(digits_stream)
+    ewc = STRATEGIES.create("ewc", fisher_estimator="batch", fisher_batch_size=16, fisher_order=order,
+                            ewc_lambda=10)
+    run_steps(ctx, ewc, digits_stream, [0])
+    exp = digits_stream.train[0]
+    x, y = exp.inputs, exp.targets
+    if order == "by_class":
+        grouped = torch.argsort(y, stable=True)
+        x, y = x[grouped], y[grouped]
+    model, n_batches = ctx.model, 0
+    model.eval()
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for start in range(0, len(y), 16):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[start:start + 16]), y[start:start + 16]).backward()
+        for n, p in model.named_parameters():
+            expected[n] += p.grad.square()
+        n_batches += 1
+    model.train()
+    for n, value in expected.items():
+        torch.testing.assert_close(ewc.penalty.importance[n], value / n_batches, rtol=1e-4, atol=1e-9)
+    per_example = fisher_diagonal(ctx, exp, "true")
+    ratio = sum(float(ewc.penalty.importance[n].sum()) for n in expected) / sum(float(v.sum())
+                                                                               for v in per_example.values())
+    assert ratio < 1.0   # the batch mean averages gradient noise away; the by-class order keeps more of it
+
+
+def test_batch_fisher_settings_are_checked():
+    from palimpsest.core.errors import PalimpsestError
+    with pytest.raises(PalimpsestError, match="true labels"):
+        STRATEGIES.create("ewc", fisher_estimator="batch", fisher_labels="sampled")
+    with pytest.raises(PalimpsestError, match="apply to fisher_estimator 'batch' only"):
+        STRATEGIES.create("ewc", fisher_order="by_class")
 
 
 def test_fisher_labels_choices_differ_and_sampling_follows_the_seed(digits_stream):

@@ -27,6 +27,9 @@ from .formats import (CIFAR_LAYOUT, download_cifar, download_mnist_like, extract
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# Class names that reports can show without loading the data (digits' names are their labels).
+KNOWN_CLASS_NAMES: dict[str, tuple[str, ...]] = {"fashion_mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
 
 # IDX file names shared by MNIST and Fashion-MNIST; either the .gz or the decompressed file will do.
 IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",

@@ -10,6 +10,12 @@ the model's argmax prediction, or a label sampled from the model's own softmax (
 defined, whose expectation is over the model's predictive distribution). Only the classes the
 model can currently predict enter the softmax (masked logits have probability exactly 0).
 
+`fisher_estimator: batch` instead squares the gradient of each mini-batch's MEAN loss and averages
+over the batches, walking the experience in stored order or grouped by class: the estimator of
+Avalanche's EWCPlugin (its split experiences are stored grouped by class, hence `fisher_order`).
+It is smaller than the per-example Fisher by about the batch size, and not uniformly so across
+parameters; with it, our ewc_lambda = 2 x Avalanche's ewc_lambda exactly (docs/PARITY.md).
+
 EWC keeps one penalty per past experience, (lambda/2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2.
 Their sum is stored exactly, up to a constant, as one quadratic with the summed Fisher and an
 importance-weighted anchor, so memory and time do not grow with the number of experiences.
@@ -22,30 +28,58 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..core.config import Settings
 from ..core.registry import STRATEGIES
 from ..core.seeding import generator
-from ..train.importance import per_example_importance
+from ..train.importance import batch_importance, per_example_importance
 from .regularizer import QuadraticRegulariser, importance_data
 
 
 class EWCConfig(Settings):
-    ewc_lambda: float = Field(10.0, ge=0, description="lambda: the penalty is (lambda/2) sum F (theta - theta*)^2")
+    ewc_lambda: float = Field(10.0, ge=0, description="lambda: the penalty is (lambda/2) sum F (theta - theta*)^2 "
+                                                       "(Avalanche and Mammoth have no 1/2: use twice their value)")
     fisher_labels: Literal["true", "predicted", "sampled"] = Field(
         "true", description="label whose log-likelihood gradient enters the Fisher: the true one (empirical "
                             "Fisher), the model's argmax, or one drawn from the model's softmax")
     max_examples: int | None = Field(None, ge=1, description="estimate the Fisher on at most this many "
                                      "examples of each experience (a seeded random subset); None = all")
+    fisher_estimator: Literal["example", "batch"] = Field(
+        "example", description="'example': the mean of squared per-example gradients (the Fisher as defined); "
+                               "'batch': the mean of squared gradients of each mini-batch's mean loss, as "
+                               "Avalanche's EWCPlugin computes it (about 1/batch of the per-example value)")
+    fisher_batch_size: int | None = Field(None, ge=1, description="mini-batch of the 'batch' estimator; None = "
+                                          "the training batch size (Avalanche's train_mb_size)")
+    fisher_order: Literal["stored", "by_class"] = Field(
+        "stored", description="order in which the 'batch' estimator walks an experience: as stored, or grouped "
+                              "by class (Avalanche's split experiences are stored grouped by class)")
+
+    @model_validator(mode="after")
+    def _batch_estimator_uses_true_labels(self):
+        if self.fisher_estimator == "batch" and self.fisher_labels != "true":
+            raise ValueError(f"fisher_estimator 'batch' uses the true labels (as Avalanche does), but fisher_labels "
+                             f"is {self.fisher_labels!r}; set fisher_labels: true or fisher_estimator: example")
+        if self.fisher_estimator == "example" and (self.fisher_batch_size is not None or self.fisher_order != "stored"):
+            raise ValueError("fisher_batch_size and fisher_order apply to fisher_estimator 'batch' only; set "
+                             "fisher_estimator: batch or remove them")
+        return self
 
 
 class OnlineEWCConfig(EWCConfig):
     gamma: float = Field(1.0, ge=0, le=1, description="decay of the running Fisher: F <- gamma F + F_new")
 
 
-def fisher_diagonal(ctx, exp, labels: str = "true", max_examples: int | None = None) -> dict[str, torch.Tensor]:
-    """Per-example diagonal Fisher of the log-likelihood on `exp` (see the module docstring)."""
+def fisher_diagonal(ctx, exp, labels: str = "true", max_examples: int | None = None, estimator: str = "example",
+                    batch_size: int | None = None, order: str = "stored") -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of the log-likelihood on `exp`, per example or per mini-batch (module docstring)."""
+    if estimator == "batch":
+        x, y, t = importance_data(ctx, exp, max_examples, "fisher_examples")
+        if order == "by_class":
+            grouped = torch.argsort(y, stable=True)
+            x, y, t = x[grouped], y[grouped], t[grouped]
+        return batch_importance(ctx.model, x, y, batch_size or ctx.training.batch_size, ctx.device,
+                                task_ids=t if ctx.use_task_ids else None)
     gen = generator(ctx.seed, "fisher_labels", ctx.step)
 
     def pick_labels(logits, targets):
@@ -75,8 +109,13 @@ class EWC(QuadraticRegulariser):
     Config = EWCConfig
     weight_setting, weight_scale = "ewc_lambda", 0.5
 
+    def fisher(self, ctx, exp) -> dict[str, torch.Tensor]:
+        c = self.config
+        return fisher_diagonal(ctx, exp, c.fisher_labels, c.max_examples, c.fisher_estimator, c.fisher_batch_size,
+                               c.fisher_order)
+
     def after_experience(self, ctx, exp):
-        fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels, self.config.max_examples)
+        fisher = self.fisher(ctx, exp)
         self.consolidate(ctx, fisher, merge_anchors=True)
 
 
@@ -92,5 +131,5 @@ class OnlineEWC(EWC):
     Config = OnlineEWCConfig
 
     def after_experience(self, ctx, exp):
-        fisher = fisher_diagonal(ctx, exp, self.config.fisher_labels, self.config.max_examples)
+        fisher = self.fisher(ctx, exp)
         self.consolidate(ctx, fisher, decay=self.config.gamma)

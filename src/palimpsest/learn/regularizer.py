@@ -38,7 +38,14 @@ class QuadraticRegulariser(Strategy):
 
     def consolidate(self, ctx, importance: dict[str, torch.Tensor], **how) -> None:
         self.penalty.consolidate(ctx.model, importance, **how)
-        self.penalty.warn_if_unstable(self.penalty_weight, ctx.training, self.weight_setting, self.strength)
+        self.check_stability(ctx)
+
+    def check_stability(self, ctx) -> None:
+        """Warn when the consolidated penalty alone would make SGD diverge on the next experience.
+        The penalty only acts on later training: after the stream's last experience nothing is
+        trained, so a stiff penalty there is harmless and a warning would be a false alarm."""
+        if ctx.step < len(ctx.stream.train) - 1:
+            self.penalty.warn_if_unstable(self.penalty_weight, ctx.training, self.weight_setting, self.strength)
 
     @classmethod
     def upgrade_state(cls, state: dict[str, Any], version: int) -> dict[str, Any]:

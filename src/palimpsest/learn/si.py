@@ -98,7 +98,7 @@ class SynapticIntelligence(QuadraticRegulariser):
                 if name in self.omega:
                     self.start[name] = p.detach().clone()
                     self.omega[name].zero_()
-        self.penalty.warn_if_unstable(self.config.si_c, ctx.training, "si_c", self.config.si_c)
+        self.check_stability(ctx)
 
     @classmethod
     def upgrade_state(cls, state, version):

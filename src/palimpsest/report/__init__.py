@@ -9,11 +9,12 @@ every experiment kind (the kind names its tables and figures; report/page.py ren
 """
 from .csv import export_csv
 from .html import write_html_report
+from .learn_setup import resolved_settings
 from .page import export, render_summary, write_report
 from .table import render_table, summarize, table_text
 from .unlearning import (export_ledger_csv, render_unlearning_table, summarize_unlearning, unlearning_table_text,
                          write_unlearning_report)
 
-__all__ = ["export", "export_csv", "render_summary", "render_table", "summarize", "table_text", "write_html_report",
+__all__ = ["export", "export_csv", "render_summary", "render_table", "resolved_settings", "summarize", "table_text", "write_html_report",
            "write_report", "export_ledger_csv", "render_unlearning_table", "summarize_unlearning",
            "unlearning_table_text", "write_unlearning_report"]

@@ -27,6 +27,7 @@ from .table import (
     TRAIN_SECONDS,
     VIEW_TITLES,
     column_title,
+    UNEVEN_NOTE,
     default_metrics,
     format_cell,
     metric_sort_key,
@@ -34,11 +35,16 @@ from .table import (
     seeds_text,
     summarize,
     table_text,
+    uneven_views,
 )
 
 BAR_METRICS: tuple[str, ...] = (
     "final_average_accuracy/class", "average_incremental_accuracy/class", "plasticity/class",
     "forgetting/class", "final_average_accuracy/task",
+)
+TASK_BAR_METRICS: tuple[str, ...] = (
+    "final_average_accuracy/task", "average_incremental_accuracy/task", "plasticity/task",
+    "forgetting/task", "final_average_accuracy/class",
 )
 PANELS_PER_ROW = 4
 ANNOTATE_MAX_CELLS = 15  # beyond this many rows or columns, cell labels become unreadable
@@ -260,6 +266,8 @@ def strategy_summary_html(db: ResultsDB, exp: dict, summary: Sequence[dict], cac
     unfinished = sum(row["n_unfinished"] for row in summary)
     note = (f'<p class="note">{unfinished} run(s) did not finish and are left out of every number and plot '
             f"below.</p>" if unfinished else "")
+    if uneven_views(summary):
+        note += f'<p class="note">{html.escape(UNEVEN_NOTE)}</p>'
     return "\n".join([note, "<h2>Summary</h2>", _summary_table(summary, default_metrics(summary)),
                       "<details><summary>All metrics</summary>", _summary_table(summary, every), "</details>"])
 
@@ -278,16 +286,27 @@ def accuracy_curves_html(db, exp, summary, cache) -> str:
         "trains it; shaded band = ± std over seeds.")
 
 
+def _is_task(summary: Sequence[dict]) -> bool:
+    return bool(summary) and all(row.get("scenario") == "task" for row in summary)
+
+
 def metric_bars_html(db, exp, summary, cache) -> str:
     return "<h2>Metric comparison</h2>" + figure_html(
-        bars_figure(summary), "Metric comparison", "Mean over seeds with ± std error bars, in %. Forgetting: lower "
-        "is better.")
+        bars_figure(summary, TASK_BAR_METRICS if _is_task(summary) else BAR_METRICS), "Metric comparison",
+        "Mean over seeds with ± std error bars, in %. Forgetting: lower is better.")
 
 
 def task_accuracy_heatmaps_html(db, exp, summary, cache) -> str:
     return "<h2>Task-IL accuracy matrices</h2>" + figure_html(
         heatmap_figure(_matrices(db, exp, summary, cache, "task"), "task"), "Task-IL accuracy matrices",
         "Task-IL (logits masked to the test example's task). Rows, columns and colours as above.")
+
+
+def task_accuracy_curves_html(db, exp, summary, cache) -> str:
+    return "<h2>Task-IL accuracy over training</h2>" + figure_html(
+        curves_figure(_matrices(db, exp, summary, cache, "task"), "task"), "Task-IL accuracy over training",
+        "Task-IL accuracy (logits masked to the test example's task) on each test experience after every "
+        "training step, starting at the step that first trains it; shaded band = ± std over seeds.")
 
 
 PARTS.register("strategy_summary", summary="strategies x metrics, mean ± std over seeds")(
@@ -297,6 +316,8 @@ PARTS.register("accuracy_heatmaps", summary="class-IL accuracy matrix per strate
 PARTS.register("accuracy_curves", summary="accuracy on each experience over training")(accuracy_curves_html)
 PARTS.register("metric_bars", summary="key metrics side by side")(metric_bars_html)
 PARTS.register("task_accuracy_heatmaps", summary="task-IL accuracy matrix per strategy")(task_accuracy_heatmaps_html)
+PARTS.register("task_accuracy_curves", summary="task-IL accuracy on each experience over training")(
+    task_accuracy_curves_html)
 
 
 def write_html_report(db: ResultsDB, exp_id: str | None, path: str | Path) -> Path:

@@ -34,6 +34,7 @@ TASK_FIRST: tuple[str, ...] = (
 
 METRIC_TITLES: dict[str, str] = {
     "final_average_accuracy": "Final acc",
+    "final_example_accuracy": "Final ex acc",
     "average_incremental_accuracy": "Avg incr acc",
     "forgetting": "Forgetting ↓",
     "backward_transfer": "BWT",
@@ -85,10 +86,34 @@ def format_cell(row: dict, metric: str) -> str:
     return format_stat(row["metrics"].get(metric))
 
 
+def uneven_views(summary: Sequence[dict]) -> list[str]:
+    """Views in which the final accuracy over experiences and over test examples differ (by more
+    than 0.05 points for some strategy): the test experiences are of unequal sizes there."""
+    out = []
+    for view in ("class", "task"):
+        for row in summary:
+            per_exp = row["metrics"].get(f"final_average_accuracy/{view}")
+            pooled = row["metrics"].get(f"final_example_accuracy/{view}")
+            if per_exp and pooled and per_exp["n"] and pooled["n"] and \
+                    abs(per_exp["mean"] - pooled["mean"]) > 5e-4:
+                out.append(view)
+                break
+    return out
+
+
 def default_metrics(summary: Sequence[dict]) -> tuple[str, ...]:
-    """The table's metrics in priority order: task-IL first when every run is task-incremental."""
+    """The table's metrics in priority order: task-IL first when every run is task-incremental,
+    and the accuracy over all test examples next to the per-experience one when they differ."""
     task = bool(summary) and all(row.get("scenario") == "task" for row in summary)
-    return TASK_FIRST if task else DEFAULT_METRICS
+    metrics = list(TASK_FIRST if task else DEFAULT_METRICS)
+    for view in uneven_views(summary):
+        metrics.insert(metrics.index(f"final_average_accuracy/{view}") + 1, f"final_example_accuracy/{view}")
+    return tuple(metrics)
+
+
+UNEVEN_NOTE = ("The test experiences are of unequal sizes, so two final accuracies differ: 'Final acc' is "
+               "the mean over experiences (each counts once), 'Final ex acc' the accuracy over all test "
+               "examples pooled (Avalanche's stream accuracy). docs/METRICS.md gives both formulas.")
 
 
 def _width(texts: Sequence[str]) -> int:
@@ -124,6 +149,8 @@ def build_table(summary: Sequence[dict], metrics: Sequence[str] | None = None,
     shown = fitting_metrics(summary, wanted, width) if width is not None else wanted
     title = f"Experiment {summary[0]['experiment']}" if summary else "Experiment (no runs)"
     caption = CAPTION
+    if any(m.startswith("final_example_accuracy/") for m in shown):
+        caption = UNEVEN_NOTE + " " + caption
     if len(shown) < len(wanted):
         caption = (f"{len(wanted) - len(shown)} more column(s) in the HTML report and in `palimpsest export`: "
                    + ", ".join(column_title(m) for m in wanted[len(shown):]) + ". " + caption)
@@ -158,5 +185,5 @@ def table_text(summary: Sequence[dict], metrics: Sequence[str] | None = None) ->
 
 
 __all__ = ["CAPTION", "DEFAULT_METRICS", "TASK_FIRST", "TRAIN_SECONDS", "build_table", "column_title",
-           "default_metrics", "fitting_metrics", "format_cell", "format_stat", "metric_sort_key", "render_table",
+           "default_metrics", "fitting_metrics", "uneven_views", "UNEVEN_NOTE", "format_cell", "format_stat", "metric_sort_key", "render_table",
            "stat", "summarize", "table_text"]

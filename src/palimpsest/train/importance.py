@@ -181,8 +181,9 @@ def per_example_importance(model: nn.Module, data: tuple[torch.Tensor, torch.Ten
 
 def batch_importance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
                      device: torch.device | str, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-                     = F.cross_entropy) -> dict[str, torch.Tensor]:
-    """(1/B) sum_b (d mean-loss of batch b / d theta)^2 over consecutive batches (see the module docstring)."""
+                     = F.cross_entropy, task_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """(1/B) sum_b (d mean-loss of batch b / d theta)^2 over consecutive batches (see the module docstring).
+    With `task_ids` the model is called as model(x, task_ids) (task-incremental heads)."""
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in model.named_parameters() if p.requires_grad]
     total = [torch.zeros_like(p) for p in params]
@@ -193,7 +194,8 @@ def batch_importance(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
         for start in range(0, len(targets), batch_size):
             x = inputs[start:start + batch_size].to(device, non_blocking=True)
             y = targets[start:start + batch_size].to(device, non_blocking=True)
-            grads = torch.autograd.grad(loss_fn(model(x), y), params, allow_unused=True)
+            logits = model(x) if task_ids is None else model(x, task_ids[start:start + batch_size].to(device))
+            grads = torch.autograd.grad(loss_fn(logits, y), params, allow_unused=True)
             for acc, g in zip(total, grads):
                 if g is not None:
                     acc.add_(g.square())

@@ -46,6 +46,12 @@ class ExperimentKind:
     tables: ClassVar[tuple[str, ...]] = ()
     figures: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def report_parts(cls, exp: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The table and figure parts of this stored experiment's report, in page order (default:
+        the kind's `tables` and `figures`; a kind may choose by the experiment's spec)."""
+        return cls.tables, cls.figures
+
     def parse(self, data: dict, source: str = "spec") -> SpecBase:
         return validate_spec(self.Spec, data, source, self.problems)
 

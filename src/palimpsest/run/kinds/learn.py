@@ -224,7 +224,25 @@ class LearnKind(ExperimentKind):
     Spec = LearnSpec
     metrics = METRIC_NAMES
     tables = ("strategy_summary",)
-    figures = ("accuracy_heatmaps", "accuracy_curves", "metric_bars", "task_accuracy_heatmaps")
+    figures = ("stream_contents", "accuracy_heatmaps", "accuracy_curves", "metric_bars", "task_accuracy_heatmaps",
+               "task_accuracy_curves", "resolved_settings")
+    # A task-incremental experiment is read in task-IL first; class-IL follows for reference.
+    task_figures = ("stream_contents", "task_accuracy_heatmaps", "task_accuracy_curves", "metric_bars",
+                    "accuracy_heatmaps", "accuracy_curves", "resolved_settings")
+
+    @classmethod
+    def report_parts(cls, exp: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        import yaml
+        try:
+            spec = yaml.safe_load(exp.get("spec_yaml") or "") or {}
+        except yaml.YAMLError:
+            spec = {}
+        scenario = ((spec.get("benchmark") or {}) if isinstance(spec, dict) else {}).get("scenario")
+        if scenario == "task":
+            return cls.tables, cls.task_figures
+        if scenario == "domain":   # one head over the same classes: the task view repeats the class view
+            return cls.tables, tuple(f for f in cls.figures if not f.startswith("task_"))
+        return cls.tables, cls.figures
 
     def __init__(self) -> None:
         self._streams: dict[tuple, Stream] = {}
