@@ -11,6 +11,7 @@ from .csv import export_csv
 from .html import write_html_report
 from .learn_setup import resolved_settings
 from .page import export, render_summary, write_report
+from . import recurring  # noqa: F401  (registers the recurring streams' parts)
 from .table import render_table, summarize, table_text
 from .unlearning import (export_ledger_csv, render_unlearning_table, summarize_unlearning, unlearning_table_text,
                          write_unlearning_report)

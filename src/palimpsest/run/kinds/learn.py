@@ -229,6 +229,7 @@ class LearnKind(ExperimentKind):
     # A task-incremental experiment is read in task-IL first; class-IL follows for reference.
     task_figures = ("stream_contents", "task_accuracy_heatmaps", "task_accuracy_curves", "metric_bars",
                     "accuracy_heatmaps", "accuracy_curves", "resolved_settings")
+    recurring_figures = ("recurring_accuracy", "recurring_reappearances")
 
     @classmethod
     def report_parts(cls, exp: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -238,11 +239,14 @@ class LearnKind(ExperimentKind):
         except yaml.YAMLError:
             spec = {}
         scenario = ((spec.get("benchmark") or {}) if isinstance(spec, dict) else {}).get("scenario")
+        # streams whose tasks come back: the recurrence studies' plots (report/recurring.py)
+        recurring = cls.recurring_figures if ((spec.get("benchmark") or {}) if isinstance(spec, dict) else {}).get(
+            "recurrence") else ()
         if scenario == "task":
-            return cls.tables, cls.task_figures
+            return cls.tables, cls.task_figures + recurring
         if scenario == "domain":   # one head over the same classes: the task view repeats the class view
-            return cls.tables, tuple(f for f in cls.figures if not f.startswith("task_"))
-        return cls.tables, cls.figures
+            return cls.tables, tuple(f for f in cls.figures if not f.startswith("task_")) + recurring
+        return cls.tables, cls.figures + recurring
 
     def __init__(self) -> None:
         self._streams: dict[tuple, Stream] = {}
