@@ -75,6 +75,9 @@ def run(spec: Optional[Path] = typer.Argument(None, help="experiment spec (YAML)
             s = parse_spec({**s.model_dump(mode="json"), "seeds": seed_list}, f"{spec or 'quickstart'} with --seeds",
                            plugins=[str(p) for p in plugin])
         configure_torch()
+        from .core.registry import KINDS
+        for line in KINDS.get(s.kind).obj().notes(s):
+            console.print(line, highlight=False, markup=False)
         exp_id = run_experiment(s, root=root, resume=resume, progress=not no_progress)
         html = _report(root, exp_id)
         console.print(f"experiment [bold]{exp_id}[/] stored in {root / 'results.sqlite'}")
@@ -109,6 +112,8 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)"), ro
     except PalimpsestError as err:
         _fail(err)
     console.print(f"{spec}: valid {s.kind} spec: {kind.describe(s)}")
+    for line in kind.notes(s):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -502,6 +507,31 @@ def memory_curves(out: Path = typer.Option(Path("memory-curves.html"), "--out", 
     """Write a page with MemoryBank's forgetting curve as published and as corrected, side by side."""
     from .report.agent_memory import write_memory_page
     console.print(f"page: {write_memory_page(out)}")
+
+
+@app.command()
+def compare(experiments: list[str] = typer.Argument(..., help="experiments to compare: id, unique id prefix or name "
+                                                    "(the latest of that name); ROOT:ID for another results folder. "
+                                                    "The first is the baseline A"),
+            root: Path = ROOT_OPTION,
+            metric: list[str] = typer.Option([], "--metric", help="metric to compare (repeatable), e.g. forgetting or "
+                                             "forgetting/task; default: final average accuracy, final example "
+                                             "accuracy and forgetting (unlearning: forget, retain and test accuracy, "
+                                             "avg gap)"),
+            confidence: float = typer.Option(0.95, "--confidence", help="level of the t interval"),
+            out: Optional[Path] = typer.Option(None, "--out", help="the HTML page (or its folder); the CSVs go beside "
+                                               "it; default: ROOT/reports/compare-A-vs-B/compare.html")) -> None:
+    """Compare experiments strategy by strategy: paired per-seed differences against the first, with a t
+    interval and an exact sign test, and the settings that differ. Reads the store, writes only the page
+    and its CSVs (docs/COMPARE.md)."""
+    try:
+        from .report.compare import compare_experiments, render_comparison, write_comparison
+        comparison = compare_experiments(experiments, root, metric, confidence)
+        render_comparison(comparison, console)
+        page, table, settings = write_comparison(comparison, out)
+    except PalimpsestError as err:
+        _fail(err)
+    console.print(f"page: {page}\ncsv: {table}, {settings}", highlight=False)
 
 
 def main() -> None:

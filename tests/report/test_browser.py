@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from palimpsest.report import write_html_report
 from palimpsest.run import ResultsDB, parse_spec, run_experiment
@@ -57,12 +58,13 @@ def _check(page, tmp_path, n_figures: int):
         assert not seen["wide"], f"clipped at {width}px: {seen['wide']}"
 
 
-def test_learning_report_draws_every_figure_and_fits(tmp_path):
-    spec = parse_spec({"name": "browser-learn", "benchmark": {"dataset": "digits", "n_experiences": 5},
-                       "model": {"name": "mlp", "settings": {"hidden": [32]}},
-                       "training": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-                       "strategies": ["naive", {"name": "er", "settings": {"buffer_size": 50}}, "joint"],
-                       "seeds": [0, 1]})
+def test_quickstart_report_draws_every_figure_and_fits(tmp_path):
+    """The built-in quickstart (every strategy, from_scratch included) on a subset, two seeds."""
+    from palimpsest.cli import quickstart_path
+    data = yaml.safe_load(quickstart_path().read_text(encoding="utf-8"))
+    data["benchmark"].update(train_subset=1000, test_subset=300)
+    data.update(seeds=[0, 1], model={"name": "mlp", "settings": {"hidden": [32]}})
+    spec = parse_spec(data)
     exp_id = run_experiment(spec, root=tmp_path / "r", progress=False)
     with ResultsDB(tmp_path / "r") as db:
         page = write_html_report(db, exp_id, tmp_path / "out" / "report.html")

@@ -46,8 +46,10 @@ class Registry:
             return self._entries[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+            plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
             hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
-                f"run `palimpsest ls` to see the {self.kind}s"
+                (f"run `palimpsest ls` to see the {plural}; one of your own loads with `--plugin FILE.py` or a "
+                 f"`plugins: [FILE.py]` list in the spec")
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}",
                 expected=f"one of: {', '.join(sorted(self._entries))}",

@@ -197,7 +197,20 @@ def strategy_problems(entries: Any, path: str, dataset: str, scenario: str) -> l
 def model_problems(model: Any, path: str) -> list[str]:
     problems: list[str] = []
     model = model if isinstance(model, dict) else {}
-    known(MODELS, model.get("name", "mlp"), f"{path}.name", problems)
+    name = model.get("name", "mlp")
+    settings = model.get("settings")
+    if known(MODELS, name, f"{path}.name", problems) and isinstance(settings, dict):
+        import difflib
+        import inspect
+        params = inspect.signature(MODELS.get(name).obj).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            accepted = [p for p in params if p != "input_shape"]   # the data decides the input shape
+            for key in settings:
+                if key not in accepted:
+                    close = difflib.get_close_matches(str(key), accepted, n=2, cutoff=0.5)
+                    hint = (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else
+                            f"; model {name!r} takes {', '.join(accepted) or 'no settings'}")
+                    problems.append(f"{path}.settings.{key}: expected no such setting of model {name!r}{hint}")
     weights = model.get("weights")
     if isinstance(weights, str) and not Path(weights).expanduser().is_file():
         problems.append(f"{path}.weights: expected an existing safetensors file, got {weights!r}")

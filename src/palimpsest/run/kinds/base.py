@@ -63,6 +63,11 @@ class ExperimentKind:
         """One line for `palimpsest validate`."""
         return f"{self.name} spec {spec.name!r} ({len(self.jobs(spec))} jobs)"
 
+    def notes(self, spec) -> list[str]:
+        """Lines `validate` and `run` print before anything runs: what the spec leaves to the
+        library (e.g. tuned defaults filled in), so nothing is chosen silently (default: none)."""
+        return []
+
     def jobs(self, spec) -> list[Job]:
         raise NotImplementedError
 

@@ -300,6 +300,22 @@ class LearnKind(ExperimentKind):
         return (f"{len(spec.strategies)} strategies x {len(spec.seeds)} seeds on {spec.benchmark.dataset}, "
                 f"{spec.benchmark.scenario}-incremental")
 
+    def notes(self, spec: LearnSpec) -> list[str]:
+        """One line per strategy (or plug-in) given tuned defaults the spec did not set."""
+        b, lines = getattr(spec, "benchmark", None), []
+        if b is None:   # a kind built on this one without a benchmark (adapt): no tuned defaults
+            return []
+        for s in spec.strategies:
+            for name, given, where in [(s.name, s.settings, s.display),
+                                       *((p.name, p.settings, f"{s.display} (plus {p.name})") for p in s.plus)]:
+                filled = {k: v for k, v in defaults_for(name, b.dataset, b.scenario).items() if k not in given}
+                if filled:
+                    lines.append(f"{where}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
+        if lines:
+            lines = [f"tuned defaults for {b.dataset}/{b.scenario} (learn/defaults.py; write a setting in the "
+                     "strategy's settings to override it):", *(f"  {line}" for line in lines)]
+        return lines
+
     def jobs(self, spec: LearnSpec) -> list[Job]:
         return [Job(f"{s.display}/seed{seed}", seed, {"label": s.display}) for seed in spec.seeds
                 for s in spec.strategies]
