@@ -88,6 +88,20 @@ SYNONYMS = {"learning_rate": "lr", "lr_rate": "lr", "n_epochs": "epochs", "num_e
             "minibatch_size": "replay_batch_size", "e_lambda": "ewc_lambda", "lambda": "ewc_lambda",
             "si_lambda": "si_c", "seed": "seeds", "n_tasks": "n_experiences", "num_tasks": "n_experiences"}
 
+# Synonyms whose VALUE does not carry over unchanged (or whose field depends on the strategy): the hint
+# says so, so that a renamed setting is not taken for a converted one (docs/PARITY.md).
+_MEMORY_NOTE = ("the memory's size is buffer_size for replay strategies (er, der, derpp, agem, ...) but "
+                "memory_size for gdumb and icarl")
+SYNONYM_NOTES = {
+    "si_lambda": "the value changes: si_c = si_lambda / 2 (Avalanche's SI penalty has a 1/2, ours does not; "
+                 "Mammoth's c is si_c unchanged)",
+    "e_lambda": "the value changes: ewc_lambda = 2 x e_lambda x a Fisher ratio (~0.3; Mammoth weights each "
+                "example's squared gradient by p(y|x)); see docs/PARITY.md",
+    "lambda": "for Avalanche's EWC lambda the value changes: ewc_lambda = 2 x theirs, exactly with "
+              "fisher_estimator: batch (Mammoth's e_lambda: also times a Fisher ratio); see docs/PARITY.md",
+    "mem_size": _MEMORY_NOTE, "memory_size": _MEMORY_NOTE,
+}
+
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation (X, X | None, list[X], dict[str, X]), if any."""
@@ -126,7 +140,9 @@ def pydantic_problems(error: ValidationError, prefix: str = "", model: type[Base
                 close = [SYNONYMS[name], *close][:2]
             if close:
                 path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-                problems.append(f"{path}: expected no such field; did you mean {' or '.join(repr(c) for c in close)}?")
+                note = f"; note: {SYNONYM_NOTES[name]}" if name in SYNONYM_NOTES else ""
+                problems.append(f"{path}: expected no such field; did you mean {' or '.join(repr(c) for c in close)}?"
+                                f"{note}")
                 continue
         path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         got = "nothing" if err.get("type") == "missing" else repr(err.get("input"))

@@ -16,7 +16,12 @@ penalty unbounded below.
 
 The weights before a step and the task gradient are COPIED into buffers the strategy owns, never
 referenced: a snapshot that aliases the live parameters makes every delta 0 and every importance
-0, the bug that made Avalanche 0.6.0's SI train exactly like naive fine-tuning.
+0, the bug that makes Avalanche's SI (v0.3.0 to 0.6.0) train exactly like naive fine-tuning on a
+CPU device, where `.cpu().flatten()` returns a view of the live weights. On CUDA its SI runs, with
+every importance capped above at 0.001 (`clip_to`), so a large si_lambda cannot make it strong.
+
+Conversions (docs/PARITY.md): si_c = Avalanche's si_lambda / 2 (its penalty has a 1/2); si_c =
+Mammoth's c. Mammoth's SI also clips gradients by value at 1 and does not clamp Omega at 0.
 """
 from __future__ import annotations
 

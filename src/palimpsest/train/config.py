@@ -25,8 +25,9 @@ class TrainingConfig(Settings):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    reset_optimizer: bool = Field(False, description="new optimizer state at each experience (Avalanche's habit); "
-                                  "off by default because it hurts the plain baseline")
+    reset_optimizer: bool = Field(False, description="new optimizer state at each experience (Mammoth's habit, and "
+                                  "Avalanche's up to 0.3.1; Avalanche 0.4+ keeps it); off by default because it hurts "
+                                  "the plain baseline")
     eval_batch_size: int = Field(2048, ge=1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     scheduler: Literal["constant", "cosine", "linear"] = Field(
