@@ -29,11 +29,13 @@ def test_roc_metrics_match_hand_computation():
     # Pairs with positive > negative: 5 + 4 + 4 + 2 = 15 of 20.
     assert r["auc"] == pytest.approx(0.75, abs=1e-12)
     assert r["auc"] == pytest.approx(roc_auc_score(np.r_[np.ones(4), np.zeros(5)], np.r_[POS, NEG]), abs=1e-12)
-    # Upper envelope of the ROC: (0, .25) -> (.2, .75) -> (.4, .75) -> (.6, 1.0).
-    assert r["tpr_at_fpr_0.1"] == pytest.approx(0.5, abs=1e-12)
+    # Upper envelope of the ROC: (0, .25) -> (.2, .75) -> (.4, .75) -> (.6, 1.0). The TPR is read at a
+    # real threshold with FPR <= f, never interpolated between two thresholds.
+    assert r["tpr_at_fpr_0.1"] == pytest.approx(0.25, abs=1e-12)
     assert r["tpr_at_fpr_0.2"] == pytest.approx(0.75, abs=1e-12)
-    assert r["tpr_at_fpr_0.5"] == pytest.approx(0.875, abs=1e-12)
-    # Five negatives resolve FPR steps of 0.2 only: the 0.1 value is interpolated, not measured.
+    assert r["tpr_at_fpr_0.5"] == pytest.approx(0.75, abs=1e-12)
+    assert mia.threshold_at_fpr(POS, NEG, 0.2) == (0.7, 0.2, 0.75)   # "member when score >= 0.7"
+    # Five negatives resolve FPR steps of 0.2 only: the 0.1 value is the TPR at FPR 0, flagged.
     assert r["min_resolvable_fpr"] == pytest.approx(0.2)
     assert r["limited_by_sample_size_0.1"] == 1.0 and r["limited_by_sample_size_0.2"] == 0.0
     assert r["n_positive"] == 4 and r["n_negative"] == 5
@@ -55,8 +57,23 @@ def test_roc_metrics_default_fprs_and_ties():
 def test_tpr_at_fpr_takes_the_best_point_of_a_vertical_step():
     fpr, tpr = np.array([0.0, 0.0, 0.5, 0.5, 1.0]), np.array([0.0, 0.4, 0.4, 0.9, 1.0])
     assert mia.tpr_at_fpr(fpr, tpr, 0.0) == pytest.approx(0.4)
-    assert mia.tpr_at_fpr(fpr, tpr, 0.25) == pytest.approx(0.65)
+    assert mia.tpr_at_fpr(fpr, tpr, 0.25) == pytest.approx(0.4)    # no threshold between 0 and 0.5
     assert mia.tpr_at_fpr(fpr, tpr, 0.5) == pytest.approx(0.9)
+
+
+def test_auc_interval_by_hand_and_its_coverage_under_the_null():
+    # DeLong placements of the worked example: positives (1, .8, .8, .4), negatives (.25, .75, .75, 1, 1).
+    r = mia.auc_interval(POS, NEG)
+    var = np.var([1, .8, .8, .4], ddof=1) / 4 + np.var([.25, .75, .75, 1, 1], ddof=1) / 5
+    assert r["auc"] == pytest.approx(0.75) and r["se"] == pytest.approx(math.sqrt(var)) == pytest.approx(0.185966, abs=1e-6)
+    assert r["hi"] == 1.0 and r["lo"] == pytest.approx(0.75 - 1.959964 * r["se"], abs=1e-6)
+    roc = mia.roc_metrics(POS, NEG)
+    assert (roc["auc_se"], roc["auc_lo"], roc["auc_hi"]) == (r["se"], r["lo"], r["hi"])
+    # Scores of one distribution on both sides: the 95 % interval covers 0.5 about 95 % of the time.
+    rng = np.random.default_rng(0)
+    covered = [(lambda i: i["lo"] <= 0.5 <= i["hi"])(mia.auc_interval(rng.normal(size=200), rng.normal(size=300)))
+               for _ in range(400)]
+    assert 0.92 <= np.mean(covered) <= 0.98
 
 
 # -- population attack by hand -----------------------------------------------------------------

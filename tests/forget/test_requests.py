@@ -22,6 +22,16 @@ def test_random_fraction_is_seeded():
     assert len(a.forget) == 10 and np.array_equal(a.forget, b.forget) and not np.array_equal(a.forget, c.forget)
 
 
+def test_a_random_request_without_a_seed_draws_from_the_run_seed():
+    unseeded = ForgetRequest(kind="random", fraction=0.1)
+    runs = [resolve(unseeded, Y, run_seed=s).forget for s in (0, 1, 2)]
+    assert not np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[1], runs[2])
+    # seed 0 forgets what every seed forgot before the run seed counted; a request's own seed wins
+    assert np.array_equal(runs[0], resolve(ForgetRequest(kind="random", fraction=0.1, seed=0), Y, run_seed=5).forget)
+    fixed = ForgetRequest(kind="subclass", classes=[2], fraction=0.5, seed=3)
+    assert np.array_equal(resolve(fixed, Y, run_seed=0).forget, resolve(fixed, Y, run_seed=1).forget)
+
+
 def test_subclass_by_fraction_indices_or_predicate():
     half = resolve(ForgetRequest(kind="subclass", classes=[2], fraction=0.5), Y)
     assert len(half.forget) == 5 and set(Y[half.forget]) == {2}
@@ -54,3 +64,18 @@ def test_leakage_guard_serves_only_declared_splits():
         data.retain()
     with pytest.raises(LeakageError, match="train"):
         data.train()
+
+
+def test_artefacts_reach_a_method_only_when_its_reads_cover_their_splits():
+    from palimpsest.forget.base import Artifact, ArtifactCache, covers
+    assert covers({"train": "examples"}, {"train": "examples"})
+    assert covers({"forget": "examples", "retain": "examples"}, {"train": "examples"})   # both parts = the whole
+    assert not covers({"retain": "examples"}, {"train": "examples"})
+    assert not covers({"forget": "indices", "retain": "examples"}, {"train": "examples"})
+    assert covers({"forget": "examples"}, {"forget": "labels"}) and not covers({"forget": "inputs"}, {"forget": "labels"})
+    cache = ArtifactCache({"from_train": Artifact(1), "from_retain": Artifact(2, {"retain": "examples"})},
+                          {"retain": "examples"})
+    assert sorted(cache) == ["from_retain", "from_train"] and "from_train" in cache and len(cache) == 2
+    assert cache["from_retain"] == 2 and cache.get("missing", 7) == 7
+    with pytest.raises(LeakageError, match="artefact 'from_train'"):
+        cache.get("from_train")

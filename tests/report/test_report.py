@@ -83,6 +83,9 @@ def test_stat_and_format_stat():
     s = stat([0.8, 0.9, float("nan")])
     assert s["n"] == 2 and s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(0.05)  # ddof=0
     assert math.isnan(stat([float("nan")])["mean"]) and stat([])["n"] == 0
+    sample = stat([1.0, 2.0, 3.0, None], ddof=1)     # the unlearning tables: sample std and t interval
+    assert sample["std"] == pytest.approx(1.0) and sample["ci95"] == pytest.approx(4.302653 / math.sqrt(3), abs=1e-6)
+    assert stat([0.5], ddof=1)["std"] == 0.0 and math.isnan(stat([0.5], ddof=1)["ci95"])
     assert format_stat({"mean": 0.8374, "std": 0.0041, "n": 3}) == "83.7 ± 0.4"
     assert format_stat({"mean": 0.8374, "std": 0.0, "n": 1}) == "83.7"
     assert format_stat({"mean": float("nan"), "std": float("nan"), "n": 0}) == "—"
@@ -224,13 +227,20 @@ def test_unlearning_relearn_cell_says_when_accuracy_never_came_back():
 def test_unlearning_table_keeps_the_key_columns_in_a_narrow_terminal():
     from palimpsest.report.table import stat
     from palimpsest.report.unlearning import COLUMNS, build_unlearning_table
-    audit = {key: 0.5 for key, _, _ in COLUMNS}
+    audit = {key: 0.5 for key, _, _ in COLUMNS} | {"verdict": "under-forgotten",
+                                                   "verdict_failed": ["relearning: under-forgotten"]}
     rows = [{"experiment": "e", "request": "classes [3]", "label": label, "n_seeds": 1, "failed": 0,
-             "audits": [audit], "stats": {k: stat([v]) for k, v in audit.items()}} for label in ("retrain", "ssd")]
+             "audits": [audit], "stats": {k: stat([v]) for k, v in audit.items() if isinstance(v, float)}}
+            for label in ("retrain", "ssd")]
     wide = build_unlearning_table(rows, width=300)
     narrow = build_unlearning_table(rows, width=80)
     assert len(wide.columns) == 3 + len(COLUMNS)
-    assert [c.header for c in narrow.columns] == ["Method", "Seeds", "Forget", "Test\nother", "Gap ↓", "CPU\nspeed-up"]
+    assert [c.header for c in narrow.columns] == ["Method", "Seeds", "Forget", "Test\nother", "Privacy\ngap",
+                                                  "CPU\nspeed-up", "Verdict"]
+    from palimpsest.report.unlearning import verdict_cell
+    assert verdict_cell([audit]) == "under-forgotten: relearning"
+    assert verdict_cell([audit, {"verdict": "matches retrain", "verdict_failed": []}] * 2 + [audit]) == \
+        "under-forgotten (3/5): relearning"
     assert "classes [3]" in narrow.title and "Narrow terminal" in narrow.caption
 
 

@@ -86,7 +86,12 @@ def test_an_unlearning_spec_rerun_after_migration_reuses_the_cached_models(v1_st
     spec = parse_spec(yaml.safe_load(db.experiment(exps["fx_unlearn"])["spec_yaml"]))
     before = {r[0] for r in db.conn.execute("SELECT id FROM models")}
     exp = run_unlearning(spec, root=v1_store, progress=False)
-    assert {r[0] for r in db.conn.execute("SELECT id FROM models")} == before   # nothing retrained
+    # nothing retrained: the only new model rows are the new ledger entries' own (role "entry"), and the
+    # original's and the retrained model's entries point at the files that were already there
+    added = {r[0] for r in db.conn.execute("SELECT id FROM models")} - before
+    assert added and all(db.model_entry(m)["role"] == "entry" and m.startswith(exp) for m in added)
+    kept = {db.model_entry(m)["path"] for m in before}
+    assert {db.model_entry(f"{exp}/seed0/request0/{label}")["path"] for label in ("original", "retrain")} <= kept
     old = {e["label"]: e["audit"] for e in db.ledger(exps["fx_unlearn"])}
     new = {e["label"]: e["audit"] for e in db.ledger(exp)}
     for label in ("original", "retrain", "ssd"):

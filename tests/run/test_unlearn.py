@@ -1,5 +1,8 @@
-"""The unlearning runner: the ledger under failures and kills, the cached reference, resume."""
+"""The unlearning runner: the ledger under failures and kills, the cached reference, resume, the
+models it keeps and the artefacts it hands to each method."""
+import numpy as np
 import pytest
+import torch
 
 import palimpsest.forget  # noqa: F401
 from palimpsest.core.errors import SpecError
@@ -7,7 +10,7 @@ from palimpsest.core.registry import UNLEARNERS
 from palimpsest.forget.base import Unlearner
 from palimpsest.run import ResultsDB
 from palimpsest.run.kinds.unlearn import run_unlearning
-from palimpsest.run.kinds.unlearn import parse_unlearning_spec
+from palimpsest.run.kinds.unlearn import load_training_data, parse_unlearning_spec
 
 
 def tiny(**over):
@@ -72,7 +75,9 @@ def test_a_crash_leaves_a_visible_failed_record_and_resume_finishes(tmp_path, cr
     assert entries[crashing_unlearner]["status"] == "finished"
     # the cached reference keeps the CPU time measured when it was built
     assert entries[crashing_unlearner]["audit"]["retrain_cpu_seconds"] == entries["retrain"]["audit"]["cpu_seconds"] > 0
-    assert {m[0] for m in db.conn.execute("SELECT id FROM models").fetchall()} == models_before
+    # no model retrained: the only new stored model is the resumed entry's own unlearned model
+    assert {m[0] for m in db.conn.execute("SELECT id FROM models").fetchall()} - models_before == \
+        {entries[crashing_unlearner]["id"]}
 
 
 def test_a_killed_method_leaves_a_running_record(tmp_path):
@@ -162,3 +167,63 @@ def test_the_ledger_keeps_each_methods_report_and_outputs_the_audit_is_recompute
     again = audit_from_outputs(outputs, split, spec.audits, reference, mia, seed=0)
     stored = entries["ssd"]["audit"]
     assert again == {k: stored[k] for k in again}
+
+
+def test_unlearned_original_and_reference_models_load_like_a_run(tmp_path):
+    from palimpsest.run import load_model
+    from palimpsest.run.store.files import load_arrays
+    spec = tiny(methods=["retrain", "finetune", "sisa"], audits={"reference_mia": {"n_models": 2}},
+                forget=[{"kind": "random", "fraction": 0.1}], seeds=[0, 1])
+    exp = run_unlearning(spec, root=tmp_path, progress=False)
+    db = ResultsDB(tmp_path)
+    entries = {(e["seed"], e["label"]): e for e in db.ledger(exp)}
+    # each seed forgets its own random sample (the request has no seed of its own)
+    assert entries[(0, "retrain")]["forget_key"] != entries[(1, "retrain")]["forget_key"]
+    for label in ("original", "retrain", "finetune", "sisa"):
+        entry = entries[(1, label)]
+        model, info = load_model(tmp_path, entry["id"])
+        stored = load_arrays(db.file(entry["outputs_path"]))
+        x = load_training_data(spec.train).x_train
+        with torch.no_grad():
+            assert np.array_equal(model(x).argmax(1).numpy(), stored["train.pred"]), label
+        assert info["entry"]["id"] == entry["id"] and info["split"].key() == entry["forget_key"]
+    refs, info = load_model(tmp_path, db.model_entries("mia_references/")[0]["id"])
+    assert len(refs) == 2 and refs.masks.shape[0] == 2 and info["role"] == "mia_references"
+
+
+def test_the_checkpoint_policy_decides_which_unlearned_models_are_kept(tmp_path):
+    from palimpsest.core.errors import PalimpsestError
+    from palimpsest.run import load_model
+    exp = run_unlearning(tiny(methods=["finetune"], checkpoints={"models": "none"}), root=tmp_path, progress=False)
+    entries = {e["label"]: e for e in ResultsDB(tmp_path).ledger(exp)}
+    with pytest.raises(PalimpsestError, match="kept no model"):
+        load_model(tmp_path, entries["finetune"]["id"])
+    load_model(tmp_path, entries["original"]["id"])   # the original and the retrained model are always kept
+
+
+def test_training_time_artefacts_reach_only_methods_whose_reads_cover_them(tmp_path):
+    """SSD's full-data importance is computed from the whole training set (forget set included):
+    SSD, which declares the training set, gets it; a method declaring retain-only reads that
+    touches it fails with a LeakageError instead of silently using forget-set information."""
+    from palimpsest.forget.base import Unlearned
+
+    name = "peek_test_only"
+
+    @UNLEARNERS.register(name, summary="reads the retain set only, then peeks at the cache")
+    class Peek(Unlearner):
+        reads = {"retain": "examples"}
+
+        def unlearn(self, model, data, ctx):
+            assert any(key.startswith("fisher_train") for key in ctx.cache)   # names are visible
+            for key in list(ctx.cache):
+                ctx.cache[key]
+            return Unlearned(model, {})
+
+    try:
+        with pytest.raises(Exception, match="artefact"):
+            run_unlearning(tiny(methods=["ssd", name]), root=tmp_path, progress=False)
+        entries = {e["label"]: e for e in ResultsDB(tmp_path).ledger()}
+        assert entries["ssd"]["status"] == "finished" and entries["ssd"]["report"]["used_cached_full_importance"]
+        assert entries[name]["status"] == "failed" and "LeakageError" in entries[name]["error"]
+    finally:
+        UNLEARNERS._entries.pop(name)

@@ -219,15 +219,54 @@ def binomial_tolerance(p: float, n: int, z: float = 2.0) -> float:
     return float(z * np.sqrt(p * (1 - p) / n))
 
 
+def compare_interval(low: float, high: float) -> str:
+    """Label a difference (unlearned − retrained) from its confidence interval [low, high]:
+    "under-forgotten" when the whole interval is above 0, "over-forgotten" when it is below 0,
+    "matches retrain" when it holds 0 (a two-sided test: looking LESS like a member than a model
+    that never saw the data is detectable too); "undefined" with a NaN bound."""
+    if np.isnan(low) or np.isnan(high):
+        return "undefined"
+    if low > 0:
+        return "under-forgotten"
+    if high < 0:
+        return "over-forgotten"
+    return "matches retrain"
+
+
+UTILITY_LABELS = ("below retrain", "matches retrain", "above retrain", "undefined")
+
+
+def overall_verdict(verdicts: Mapping[str, str]) -> tuple[str, list[str]]:
+    """One verdict over every audit's label ({audit: label}), and the audits that failed.
+
+    "matches retrain" only when every audit matches (an utility above the retrained model's is not
+    a failure); otherwise "under-forgotten" / "over-forgotten" when every failing audit says so,
+    "utility loss" when only the utility fell below retraining, "mixed" for any other mix.
+    Undefined audits (not measurable here) are skipped; "undefined" when none is defined. The
+    failures read "<audit>: <label>", in the order given."""
+    defined = {k: v for k, v in verdicts.items() if v != "undefined"}
+    if not defined:
+        return "undefined", []
+    failed = {k: v for k, v in defined.items() if v not in ("matches retrain", "above retrain")}
+    if not failed:
+        return "matches retrain", []
+    kinds = set(failed.values())
+    verdict = ("utility loss" if kinds == {"below retrain"} else next(iter(kinds)) if len(kinds) == 1 else "mixed")
+    return verdict, [f"{k}: {v}" for k, v in failed.items()]
+
+
 __all__ = [
     "AVG_GAP_KEYS",
     "LABELS",
+    "UTILITY_LABELS",
     "OUTPUT_KEYS",
     "accuracy",
     "avg_gap",
     "binomial_tolerance",
     "class_split_accuracy",
+    "compare_interval",
     "compare_to_reference",
+    "overall_verdict",
     "model_outputs",
     "subset_outputs",
     "unlearning_accuracies",

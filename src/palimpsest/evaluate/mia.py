@@ -39,25 +39,59 @@ DEFAULT_FPRS = (0.01, 0.001)
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target_fpr: float) -> float:
-    """TPR of a ROC curve at `target_fpr`, linearly interpolated between the curve's points.
-
-    Where the curve has several points at one FPR (a vertical step), the highest TPR is used,
-    i.e. the upper envelope that a threshold choice can reach."""
+    """TPR of a ROC curve at a real threshold: the highest TPR among the curve's points whose FPR
+    is at most `target_fpr` (a threshold the attacker can actually set, never an interpolation
+    between two thresholds). Where the curve has several points at one FPR (a vertical step), the
+    highest TPR counts. With n negatives the only reachable FPRs are multiples of 1/n, so below
+    1/n this is the TPR at FPR 0 (see `roc_metrics`' flag)."""
     fpr, tpr = np.asarray(fpr, float), np.asarray(tpr, float)
-    unique, start = np.unique(fpr, return_index=True)
-    best = np.maximum.reduceat(tpr, start)
-    return float(np.interp(target_fpr, unique, best))
+    reachable = fpr <= target_fpr + 1e-12
+    return float(tpr[reachable].max()) if reachable.any() else 0.0
+
+
+def threshold_at_fpr(positive_scores, negative_scores, target_fpr: float) -> tuple[float, float, float]:
+    """(threshold, its FPR, its TPR) of the rule "member when score >= threshold" with the highest
+    TPR among thresholds whose FPR on the negatives is at most `target_fpr`."""
+    pos, neg = np.asarray(positive_scores, float).ravel(), np.asarray(negative_scores, float).ravel()
+    labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    fpr, tpr, thresholds = roc_curve(labels, np.concatenate([pos, neg]), drop_intermediate=False)
+    reachable = np.flatnonzero(fpr <= target_fpr + 1e-12)
+    best = reachable[np.argmax(tpr[reachable])]
+    return float(thresholds[best]), float(fpr[best]), float(tpr[best])
+
+
+def auc_interval(positive_scores, negative_scores, level: float = 0.95) -> dict[str, float]:
+    """AUC with its standard error and a normal confidence interval by DeLong's method (DeLong,
+    DeLong and Clarke-Pearson, "Comparing the Areas under Two or More Correlated Receiver Operating
+    Characteristic Curves", 1988): with placements V10_i = P(s_i⁺ > s⁻) + ½ P(tie) of each positive
+    against the negatives and V01_j = P(s⁺ > s_j⁻) + ½ P(tie) of each negative against the
+    positives, Var(AUC) = var(V10)/m + var(V01)/n (sample variances, m positives, n negatives).
+    Keys: auc, se, lo, hi (clipped to [0, 1]), level. NaN when a side has fewer than two scores."""
+    from scipy.stats import norm
+    pos, neg = np.asarray(positive_scores, float).ravel(), np.asarray(negative_scores, float).ravel()
+    m, n = len(pos), len(neg)
+    if m < 2 or n < 2:
+        nan = float("nan")
+        return {"auc": _auc(pos, neg) if m and n else nan, "se": nan, "lo": nan, "hi": nan, "level": level}
+    sorted_neg, sorted_pos = np.sort(neg), np.sort(pos)
+    v10 = (np.searchsorted(sorted_neg, pos, "left") + np.searchsorted(sorted_neg, pos, "right")) / (2.0 * n)
+    v01 = 1.0 - (np.searchsorted(sorted_pos, neg, "left") + np.searchsorted(sorted_pos, neg, "right")) / (2.0 * m)
+    auc = float(v10.mean())
+    se = float(np.sqrt(v10.var(ddof=1) / m + v01.var(ddof=1) / n))
+    z = float(norm.ppf(0.5 + level / 2))
+    return {"auc": auc, "se": se, "lo": max(0.0, auc - z * se), "hi": min(1.0, auc + z * se), "level": level}
 
 
 def roc_metrics(positive_scores, negative_scores, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, float]:
     """AUC and TPR at the given FPRs of scores where larger = "member".
 
     Positives are the examples the attack should call members (for an unlearning audit: the
-    forget set), negatives known non-members (held-out test examples). Keys: auc,
-    tpr_at_fpr_<f> for each f in `fprs` (e.g. tpr_at_fpr_0.01), n_positive, n_negative,
-    min_resolvable_fpr = 1 / n_negative. A TPR at an FPR below min_resolvable_fpr is interpolated
-    between the curve's first two points, so it is limited by the sample size rather than
-    measured; `limited_by_sample_size_<f>` (1.0 / 0.0) flags it. ROC from sklearn's roc_curve.
+    forget set), negatives known non-members (held-out test examples). Keys: auc, auc_se,
+    auc_lo / auc_hi (DeLong 95 % interval, `auc_interval`), tpr_at_fpr_<f> for each f in `fprs`
+    (e.g. tpr_at_fpr_0.01: the TPR at a real threshold whose FPR is at most f, `tpr_at_fpr`),
+    n_positive, n_negative, min_resolvable_fpr = 1 / n_negative. Below min_resolvable_fpr no
+    threshold has an FPR between 0 and f, so the value is the TPR at FPR 0 and says nothing about
+    f: `limited_by_sample_size_<f>` (1.0 / 0.0) flags it. ROC from sklearn's roc_curve.
     """
     pos, neg = np.asarray(positive_scores, float).ravel(), np.asarray(negative_scores, float).ravel()
     if np.isnan(pos).any() or np.isnan(neg).any():
@@ -66,7 +100,7 @@ def roc_metrics(positive_scores, negative_scores, fprs: Sequence[float] = DEFAUL
     out: dict[str, float] = {"n_positive": float(len(pos)), "n_negative": float(len(neg)),
                              "min_resolvable_fpr": 1.0 / len(neg) if len(neg) else float("nan")}
     if not len(pos) or not len(neg):
-        out["auc"] = float("nan")
+        out.update(auc=float("nan"), auc_se=float("nan"), auc_lo=float("nan"), auc_hi=float("nan"))
         for f in fprs:
             out[f"tpr_at_fpr_{f:g}"] = float("nan")
             out[f"limited_by_sample_size_{f:g}"] = 1.0
@@ -75,6 +109,8 @@ def roc_metrics(positive_scores, negative_scores, fprs: Sequence[float] = DEFAUL
     scores = np.concatenate([pos, neg])
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     out["auc"] = _auc(pos, neg)
+    interval = auc_interval(pos, neg)
+    out.update(auc_se=interval["se"], auc_lo=interval["lo"], auc_hi=interval["hi"])
     for f in fprs:
         out[f"tpr_at_fpr_{f:g}"] = tpr_at_fpr(fpr, tpr, f)
         out[f"limited_by_sample_size_{f:g}"] = float(f < 1.0 / len(neg))
@@ -422,6 +458,7 @@ __all__ = [
     "DEFAULT_FEATURES",
     "DEFAULT_FPRS",
     "ReferenceModels",
+    "auc_interval",
     "lira_pooled_std",
     "lira_scores",
     "membership_masks",
@@ -430,6 +467,7 @@ __all__ = [
     "reference_outputs",
     "rmia_scores",
     "roc_metrics",
+    "threshold_at_fpr",
     "tpr_at_fpr",
     "train_reference_models",
 ]

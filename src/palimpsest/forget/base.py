@@ -7,6 +7,12 @@ level — "indices" (which examples, nothing about them), "labels" (indices and 
 a method that claims not to need the retain set, or a forget set's contents, provably did not use
 them.
 
+Artefacts kept with a model (`Unlearner.artifacts`, e.g. SSD's full-data importance) are guarded the
+same way: each declares the splits it was computed from (`Artifact.splits`; training-time
+artefacts read the whole training set, `{"train": "examples"}`), and `ArtifactCache` hands one to a
+method only when the method's own reads cover those splits, so a retain-only method never sees
+numbers computed from the forget set.
+
 `unlearn(model, data, ctx)` returns `Unlearned(model, report)`: the model (possibly the same object,
 modified) and a report of what the method did (SSD's alpha, SISA's retrained shards, the loop's
 steps), which the ledger keeps. Methods that optimise subclass `LossUnlearner`: a loss over a
@@ -15,7 +21,7 @@ loop (train/loop.py).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -45,6 +51,58 @@ def declared_reads(reads) -> dict[str, str]:
         raise PalimpsestError("bad read declaration", expected=f"splits among {SPLITS} at levels among {LEVELS}",
                               got=bad, fix="declare e.g. reads = {'forget': 'examples', 'retain': 'indices'}")
     return out
+
+
+def covers(reads: dict[str, str], splits: dict[str, str]) -> bool:
+    """Whether a method reading `reads` may see what was computed from `splits` ({split: level}):
+    every split at a level whose fields the method's level includes; the training set is also
+    covered by reading both its parts, forget and retain, at such a level."""
+    def level_ok(read: str | None, level: str) -> bool:
+        return read is not None and _FIELDS[level] <= _FIELDS[read]
+
+    return all(level_ok(reads.get(split), level) or
+               (split == "train" and level_ok(reads.get("forget"), level) and level_ok(reads.get("retain"), level))
+               for split, level in splits.items())
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A value computed with a model and kept with it, and the splits it was computed from."""
+
+    value: Any
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "examples"})
+
+
+class ArtifactCache(Mapping):
+    """Artefacts for one method: `cache[key]` / `cache.get(key)` return the value of an artefact
+    whose splits the method's `reads` cover, and raise LeakageError for any other (a method that
+    declares retain-only reads never gets a number computed from the forget set). Keys are
+    listed whatever their splits (a name says nothing about the data)."""
+
+    def __init__(self, artifacts: Mapping[str, Artifact], reads) -> None:
+        self._artifacts = dict(artifacts)
+        self.reads = declared_reads(reads)
+
+    def __getitem__(self, key: str) -> Any:
+        artifact = self._artifacts[key]
+        if not covers(self.reads, artifact.splits):
+            raise LeakageError(f"this unlearner read the artefact {key!r}, computed from {artifact.splits}, which "
+                               f"its declared reads do not cover", expected=f"artefacts computed from {self.reads}",
+                               got=artifact.splits, fix="declare the splits the artefact was computed from in the "
+                               "unlearner's `reads`, or compute what it needs from the splits it reads")
+        return artifact.value
+
+    def __contains__(self, key) -> bool:
+        return key in self._artifacts
+
+    def __iter__(self):
+        return iter(self._artifacts)
+
+    def __len__(self) -> int:
+        return len(self._artifacts)
+
+    def splits(self, key: str) -> dict[str, str]:
+        return dict(self._artifacts[key].splits)
 
 
 class Split:
@@ -117,13 +175,14 @@ class UnlearnContext:
     fine-tune), a factory for a freshly initialised model, the device, a seed, artefacts kept with
     the model by its owner (e.g. SSD's full-data importance) and the frozen original model (the
     model as it was before this request: SCRUB's teacher). Left None, `original` is made on first
-    use from the model handed to `unlearn`."""
+    use from the model handed to `unlearn`. The kind hands `cache` as an `ArtifactCache` guarded
+    by the method's reads; a plain dict given by a caller is taken as is."""
 
     training: TrainingConfig
     make_model: Callable[[], nn.Module]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: Mapping[str, Any] = field(default_factory=dict)
     original: nn.Module | None = None
 
 
@@ -142,6 +201,11 @@ class Unlearner:
     Config: ClassVar[type[Settings]] = Settings
     reads: ClassVar[dict[str, str] | frozenset[str]] = frozenset()
     exact: ClassVar[bool] = False
+    # builds the model it returns anew instead of editing the one it is given (exact methods do; so does
+    # DP2Unlearning, which fine-tunes a DP base): such a method has no zero-step setting
+    rebuilds: ClassVar[bool] = False
+    # optional libraries the method needs (the conformance suite skips it without them)
+    requires: ClassVar[tuple[str, ...]] = ()
     # Settings under which the method takes no step and must return the model unchanged (checked by
     # the conformance suite); None for methods without such a setting (exact ones rebuild the model).
     zero_steps: ClassVar[dict[str, Any] | None] = None
@@ -160,8 +224,24 @@ class Unlearner:
     def artifacts(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                   ctx: UnlearnContext) -> dict[str, Any]:
         """What this method wants computed once at training time and kept with the model (it
-        arrives later as `ctx.cache`), e.g. SSD's full-data importance. Tensors, dicts, lists."""
+        arrives later as `ctx.cache`), e.g. SSD's full-data importance. Tensors, dicts, lists.
+        `inputs` / `targets` are the whole training set, so every artefact is recorded as computed
+        from {"train": "examples"} and reaches only methods whose reads cover it."""
         return {}
+
+    def stored(self, model: nn.Module) -> dict[str, Any]:
+        """What the results store keeps of a model this method returned (tensors, dicts, lists and
+        plain values); `restore` rebuilds the model from it. Default: the state dict of a model of
+        the original's architecture (a method that changes the architecture overrides both)."""
+        return {"model": model.state_dict()}
+
+    @classmethod
+    def restore(cls, make_model: Callable[[], nn.Module], saved: dict[str, Any]) -> nn.Module:
+        """The model `stored` kept, rebuilt in eval mode (`make_model()` builds the original's
+        architecture, freshly initialised)."""
+        model = make_model()
+        model.load_state_dict(saved["model"])
+        return model.eval()
 
     def settings(self) -> dict[str, Any]:
         return self.config.model_dump()
@@ -246,5 +326,5 @@ def require_positive_size(n: int, what: str) -> None:
         raise ConfigError(f"the {what} is empty", expected=f"at least one example in the {what}", got=n)
 
 
-__all__ = ["LEVELS", "LeakageError", "LossUnlearner", "Pair", "SPLITS", "Split", "UnlearnContext", "Unlearned",
+__all__ = ["Artifact", "ArtifactCache", "LEVELS", "LeakageError", "LossUnlearner", "covers", "Pair", "SPLITS", "Split", "UnlearnContext", "Unlearned",
            "Unlearner", "UnlearningData", "declared_reads", "original_of"]

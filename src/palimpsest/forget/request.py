@@ -19,13 +19,17 @@ class ForgetRequest(Settings):
     "subclass": part of one class, by `indices` within the training set or a random `fraction`
     of it (a Python `predicate` can be given to `resolve` instead); "random": a random `fraction`
     of the whole training set.
+
+    Random draws come from `seed`; left None (the default) they come from the run's seed, so each
+    seed of an experiment forgets its own random sample (a fixed seed forgets the same sample in
+    every run, which measures one forget set, not the method).
     """
 
     kind: Literal["indices", "classes", "subclass", "random"]
     indices: list[int] | None = None
     classes: list[int] | None = None
     fraction: float | None = Field(None, gt=0, le=1)
-    seed: int = 0
+    seed: int | None = Field(None, description="seed of a random forget set; None: the run's seed")
 
     def describe(self) -> str:
         if self.kind == "classes":
@@ -53,8 +57,9 @@ class ForgetSplit:
 
 
 def resolve(request: ForgetRequest, targets: np.ndarray, n_classes: int | None = None,
-            predicate: Callable[[int], bool] | None = None) -> ForgetSplit:
-    """Turn a request into forget / retain indices of a training set with labels `targets`.
+            predicate: Callable[[int], bool] | None = None, run_seed: int = 0) -> ForgetSplit:
+    """Turn a request into forget / retain indices of a training set with labels `targets`; a
+    random draw uses the request's seed, or `run_seed` when the request has none.
 
     Raises a ConfigError for an unknown class, an empty forget set, or a forget set that is the
     whole training set (nothing would remain to define the model)."""
@@ -74,7 +79,7 @@ def resolve(request: ForgetRequest, targets: np.ndarray, n_classes: int | None =
             raise ConfigError("forget request names classes the model does not have",
                               expected=f"class ids in [0, {n_classes})", got=bad, fix="drop those ids")
 
-    rng = np.random.default_rng(derive_seed("forget", r.seed))
+    rng = np.random.default_rng(derive_seed("forget", r.seed if r.seed is not None else run_seed))
     if r.kind == "indices":
         need("indices", r.indices)
         idx = np.unique(np.asarray(r.indices, dtype=np.int64))

@@ -300,6 +300,29 @@ class SISA(Unlearner):
         return Unlearned(model.eval(), dict(self.last_report))
 
 
+    def stored(self, model):
+        """The constituents, the partition and the aggregation (the slice checkpoints are not kept:
+        a restored ensemble predicts, but later deletions need an ensemble trained in this process)."""
+        if not isinstance(model, SISAEnsemble):
+            return super().stored(model)
+        return {"constituents": [m.state_dict() for m in model.constituents], "n_train": model.n_train,
+                "partition": [[torch.from_numpy(np.asarray(s, dtype=np.int64)) for s in shard] for shard in model.partition],
+                "aggregation": model.aggregation, "seed": model.seed}
+
+    @classmethod
+    def restore(cls, make_model, saved):
+        if "constituents" not in saved:
+            return super().restore(make_model, saved)
+        constituents = []
+        for weights in saved["constituents"]:
+            member = make_model()
+            member.load_state_dict(weights)
+            constituents.append(member)
+        partition = [[s.numpy() for s in shard] for shard in saved["partition"]]
+        return SISAEnsemble(constituents, partition, int(saved["n_train"]), None, int(saved["seed"]), make_model,
+                            saved["aggregation"]).eval()
+
+
 def require_ensemble(model: nn.Module) -> SISAEnsemble:
     """`model` as a SISAEnsemble, or a clear error saying how to get one."""
     if not isinstance(model, SISAEnsemble):

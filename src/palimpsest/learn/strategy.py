@@ -178,6 +178,13 @@ class Strategy:
     def after_experience(self, ctx: TrainContext, exp: Experience) -> None:
         pass
 
+    def forget_examples(self, inputs: torch.Tensor) -> int:
+        """An unlearning request reached the model this strategy trains: remove the forgotten
+        examples (`inputs`) from every example memory it keeps, so they are never replayed again;
+        returns how many were removed. Default: every replay memory among the components."""
+        return sum(c.buffer.drop_matching(inputs) for _, c in self.components() if hasattr(c, "buffer")
+                   and hasattr(c.buffer, "drop_matching"))
+
     # -- state ------------------------------------------------------------------------------
     def components(self) -> list[tuple[str, Component]]:
         return [(name, value) for name, value in vars(self).items() if isinstance(value, Component)]
@@ -306,6 +313,9 @@ class Composite(Strategy):
         for m in self.members:
             model = m.eval_model(model)
         return model
+
+    def forget_examples(self, inputs):
+        return sum(m.forget_examples(inputs) for m in self.members)
 
     def state_dict(self):
         return {"main": self.main.state_dict(), "plus": [m.state_dict() for m in self.plugins]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..core.errors import ConfigError
@@ -175,6 +176,23 @@ class ReplayBuffer:
                 self.size += m
         self.seen += len(targets)
 
+    def drop_matching(self, inputs: torch.Tensor) -> int:
+        """Remove every stored example whose input equals one of `inputs` (byte for byte), keeping
+        the others in order; returns how many were removed. What an unlearning request does to a
+        replay memory: forgotten examples must not be replayed into the model again. `seen` is
+        left as it is (the reservoir's draw probabilities continue)."""
+        if self.size == 0 or len(inputs) == 0:
+            return 0
+        stored = self.data["inputs"][:self.size]
+        keep = ~torch.as_tensor(np.isin(_row_keys(stored), _row_keys(inputs.to(stored.dtype))))
+        removed = int((~keep).sum())
+        if removed:
+            for k, v in self.data.items():
+                kept = v[:self.size][keep.to(v.device)].clone()
+                v[:len(kept)] = kept
+            self.size -= removed
+        return removed
+
     def state_dict(self) -> dict:
         return {"capacity": self.capacity, "policy": self.policy, "size": self.size, "seen": self.seen,
                 "data": {k: v.clone() for k, v in self.data.items()},
@@ -185,6 +203,12 @@ class ReplayBuffer:
         self.size, self.seen = int(state["size"]), int(state["seen"])
         self.data = {k: v.clone() for k, v in state["data"].items()}
         self.generator.set_state(state["generator"])
+
+
+def _row_keys(x: torch.Tensor) -> np.ndarray:
+    """One hashable key per row (its bytes), for exact matching of examples."""
+    rows = np.ascontiguousarray(x.detach().cpu().reshape(len(x), -1).numpy())
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:

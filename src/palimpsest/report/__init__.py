@@ -13,6 +13,7 @@ from .learn_setup import resolved_settings
 from .page import export, render_summary, write_report
 from . import recurring  # noqa: F401  (registers the recurring streams' parts)
 from .table import render_table, summarize, table_text
+from . import lifecycle as _lifecycle  # noqa: F401  (registers the lifecycle parts)
 from .unlearning import (export_ledger_csv, render_unlearning_table, summarize_unlearning, unlearning_table_text,
                          write_unlearning_report)
 

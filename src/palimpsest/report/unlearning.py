@@ -1,5 +1,6 @@
-"""Reports of unlearning experiments: one row per (forget request, method), mean ± std over seeds,
-read from the ledger; the retrained model's row is the target every other row is compared with."""
+"""Reports of unlearning experiments: one row per (forget request, method), mean ± sample std over
+seeds, read from the ledger; the retrained model's row is the target every other row is compared
+with, and the verdict column says which audits a method failed against it."""
 from __future__ import annotations
 
 import csv
@@ -29,20 +30,43 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("test_other_accuracy", "Test acc\nother classes", True),
     ("mia_score", "MIA score", True),
     ("reference_mia_auc", "Per-example\nMIA AUC", True),
-    ("avg_gap", "Avg gap ↓", True),
+    ("privacy_gap", "Privacy gap\nvs retrain", True),
+    ("avg_gap", "Avg gap\n(reported)", True),
     ("relearn_steps_to_50pct", "Relearn steps\nto 50%", False),
     ("probe_forget_class_accuracy", "Probe acc\nforgot classes", True),
     ("seconds", "Seconds", False),
     ("speedup_vs_retrain", "Speed-up\nvs retrain", False),
     ("speedup_vs_retrain_cpu", "CPU-time\nspeed-up", False),
+    ("verdict", "Verdict\n(failed audits)", False),
 )
-CAPTION = ("Mean ± population std over seeds. Forget / retain accuracy on the training forget / retain sets; "
-           "MIA score = share of the forget set a population attack calls members; avg gap = mean |difference "
-           "from the retrained model| over forget, retain and test accuracy and MIA score (SalUn); relearn steps = fine-tuning steps on a few forget examples until forget accuracy reaches 50% (0 = never lost); probe acc = a linear probe on frozen features, on the forgotten classes' test examples; speed-ups are retraining's wall / CPU "
+CAPTION = ("Mean ± sample std (n−1) over seeds. Forget / retain accuracy on the training forget / retain sets; "
+           "MIA score = share of the forget set a population attack calls members (reported, not weighed); "
+           "per-example MIA AUC = RMIA with reference models, forget set vs held-out examples scored alike; "
+           "privacy gap = that AUC minus the retrained model's, the headline privacy measure (two-sided: below "
+           "0 is over-forgetting; each seed's 95 % interval decides its verdict); verdict = against the retrained "
+           "model over forget accuracy, privacy, relearning, probe and utility, with the audits that failed (the "
+           "share of seeds when they disagree); avg gap = mean |difference "
+           "from the retrained model| over forget, retain and test accuracy and MIA score (SalUn; reported, not "
+           "weighed: it barely tracks membership); relearn steps = fine-tuning steps on a few forget examples until forget accuracy reaches 50% (0 = never lost); probe acc = a linear probe on frozen features, on the forgotten classes' test examples; speed-ups are retraining's wall / CPU "
            "time over the method's, in the same run. The retrained row is the target: beyond it is over-forgetting. Formulas: docs/METRICS.md.")
 
 
+def verdict_cell(audits: Sequence[dict]) -> str:
+    """The verdict over seeds: the most common one (with its share when seeds disagree) and every
+    audit that failed on some seed."""
+    from collections import Counter
+    verdicts = Counter(a["verdict"] for a in audits if a.get("verdict"))
+    if not verdicts:
+        return MISSING
+    verdict, count = verdicts.most_common(1)[0]
+    text = verdict + (f" ({count}/{sum(verdicts.values())})" if count < sum(verdicts.values()) else "")
+    failed = list(dict.fromkeys(f.split(":")[0] for a in audits for f in a.get("verdict_failed") or []))
+    return text + (f": {', '.join(failed)}" if failed else "")
+
+
 def _cell(row: dict, key: str, percent: bool) -> str:
+    if key == "verdict":
+        return verdict_cell(row["audits"]) if row["label"] != "retrain" else "target"
     value = row["stats"].get(key)
     if key.startswith("speedup_vs_retrain") and value and value["n"]:
         return f"{value['mean']:.1f}x"
@@ -58,13 +82,14 @@ def _cell(row: dict, key: str, percent: bool) -> str:
 
 
 def _columns(summary: Sequence[dict]) -> list[tuple[str, str, bool]]:
-    present = {k for row in summary for k in row["stats"]}
+    present = {k for row in summary for k in row["stats"]} | {k for row in summary for a in row.get("audits", [])
+                                                               for k in a if k == "verdict"}
     return [c for c in COLUMNS if c[0] in present]
 
 
 # The columns kept when the terminal is too narrow for all of them (the HTML and CSV keep every one).
-COMPACT = {"forget_accuracy": "Forget", "test_other_accuracy": "Test\nother", "test_accuracy": "Test", "avg_gap": "Gap ↓",
-           "speedup_vs_retrain_cpu": "CPU\nspeed-up"}
+COMPACT = {"forget_accuracy": "Forget", "test_other_accuracy": "Test\nother", "test_accuracy": "Test",
+           "privacy_gap": "Privacy\ngap", "speedup_vs_retrain_cpu": "CPU\nspeed-up", "verdict": "Verdict"}
 
 
 def build_unlearning_table(summary: Sequence[dict], box_style=box.HEAVY_HEAD, width: int | None = None) -> Table:
@@ -116,13 +141,15 @@ def ledger_table(entries: Sequence[dict], title: str = "Ledger") -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, caption="Accuracies in %; verdicts compare with the retrained "
                   "model (the target); `palimpsest export` writes every audit number.", caption_justify="left")
     for name, justify in (("Request", "left"), ("Seed", "right"), ("Method", "left"), ("Status", "left"),
-                          ("Forget", "right"), ("Test", "right"), ("Gap", "right"), ("Verdict", "left")):
+                          ("Forget", "right"), ("Test", "right"), ("Privacy gap", "right"), ("Avg gap", "right"),
+                          ("Verdict", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "Verdict")
     for e in entries:
         a = e.get("audit") or {}
         pct = lambda key: f"{100 * a[key]:.1f}" if isinstance(a.get(key), (int, float)) else MISSING  # noqa: E731
         if e["status"] in ("finished", "diverged") and a:
-            verdict = a.get("verdict_forget_accuracy", "target" if e["label"] == "retrain" else MISSING)
+            verdict = verdict_cell([a]) if a.get("verdict") else "target" if e["label"] == "retrain" else \
+                a.get("verdict_forget_accuracy", MISSING)
             if e["status"] == "diverged":
                 verdict = "diverged: " + (e.get("error") or "")
         else:
@@ -130,7 +157,7 @@ def ledger_table(entries: Sequence[dict], title: str = "Ledger") -> Table:
             verdict = verdict[0][:60]
         request = int(e["id"].split("/request")[1].split("/")[0])
         table.add_row(f"{request}: {ForgetRequest(**e['request']).describe()}", str(e["seed"]), e["label"], e["status"],
-                      pct("forget_accuracy"), pct("test_accuracy"), pct("avg_gap"), verdict)
+                      pct("forget_accuracy"), pct("test_accuracy"), pct("privacy_gap"), pct("avg_gap"), verdict)
     return table
 
 
@@ -155,7 +182,7 @@ def export_ledger_csv(db: ResultsDB, exp_id: str | None, out_dir: str | Path) ->
 
 def _bars(summary: Sequence[dict]):
     from matplotlib.figure import Figure
-    metrics = [(k, t.replace("\n", " ")) for k, t, p in _columns(summary) if p and k != "avg_gap"]
+    metrics = [(k, t.replace("\n", " ")) for k, t, p in _columns(summary) if p and k not in ("avg_gap", "privacy_gap")]
     requests = sorted({r["request_index"] for r in summary})
     if not summary or not metrics:
         return None

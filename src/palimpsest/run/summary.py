@@ -83,14 +83,22 @@ def summarize_runs(db: ResultsDB, exp_id: str) -> list[dict]:
 
 def summarize_ledger(db: ResultsDB, exp_id: str | None) -> list[dict]:
     """One row per (request index, label) over finished ledger entries, in ledger order; "stats"
-    aggregates every numeric audit key over seeds."""
+    aggregates every numeric audit key over seeds: mean, SAMPLE std (ddof=1) and the half-width of
+    the 95 % t interval of the mean ("ci95")."""
     from ..forget.request import ForgetRequest
     exp_id = db.experiment(exp_id)["id"]
+    return ledger_rows(exp_id, db.ledger(exp_id), lambda e: int(e["id"].split("/request")[1].split("/")[0]),
+                       lambda request: ForgetRequest(**request).describe())
+
+
+def ledger_rows(exp_id: str, entries, index_of, describe) -> list[dict]:
+    """Ledger entries grouped by (index_of(entry), label), in first-seen order, with their audits,
+    reports, failures and "stats" over seeds (the rows of every ledger table)."""
     rows: dict[tuple[int, str], dict] = {}
-    for e in db.ledger(exp_id):
-        request_index = int(e["id"].split("/request")[1].split("/")[0])
-        row = rows.setdefault((request_index, e["label"]), {
-            "experiment": exp_id, "request": ForgetRequest(**e["request"]).describe(), "request_index": request_index,
+    for e in entries:
+        index = index_of(e)
+        row = rows.setdefault((index, e["label"]), {
+            "experiment": exp_id, "request": describe(e["request"]), "request_index": index,
             "label": e["label"], "method": e["method"], "audits": [], "reports": [], "failed": 0})
         if e["status"] == "finished" and e["audit"]:
             row["audits"].append(e["audit"])
@@ -99,7 +107,7 @@ def summarize_ledger(db: ResultsDB, exp_id: str | None) -> list[dict]:
             row["failed"] += 1
     out = []
     for row in rows.values():
-        row["stats"] = aggregate(row["audits"])
+        row["stats"] = aggregate(row["audits"], ddof=1)
         row["n_seeds"] = len(row["audits"])
         out.append(row)
     return out

@@ -87,6 +87,13 @@ class ExperimentKind:
     def summarize(self, db: ResultsDB, exp_id: str) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def load_stored(self, db: ResultsDB, model_id: str):
+        """(model, info) of a model this kind stored under `model_id` (e.g. an unlearning ledger
+        entry); what `load_model` calls for an id that is not a run's."""
+        from ...core.errors import PalimpsestError
+        raise PalimpsestError(f"{self.name} experiments keep no models by id", expected="a run id", got=model_id,
+                              fix="list runs with `palimpsest runs`")
+
 
 def job_id(exp_id: str, job: Job) -> str:
     return f"{exp_id}/{job.key}"

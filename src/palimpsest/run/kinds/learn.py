@@ -557,12 +557,18 @@ def rebuild_model(run: dict, spec_yaml: str, path, base: dict | None = None) -> 
 
 def load_model(root, run_id: str, step: int | None = None):
     """The model of `run_id` after training step `step` (default: the last), with the spec and
-    the stream description that trained it (class order, tasks, train indices per experience)."""
+    the stream description that trained it (class order, tasks, train indices per experience).
+    An id that is not a run's but a model another kind stored (an unlearning ledger entry, a
+    lifecycle event) loads that model instead (`ExperimentKind.load_stored`)."""
     import yaml
 
     from ..spec import parse_spec
     with ResultsDB(root, create=False) as db:
         run = db.run(run_id)
+        stored = db.model_entry(run_id) or db.ledger_entry(run_id) if run is None else None
+        if stored is not None:   # a model another kind stored by id (e.g. an unlearning ledger entry)
+            from ...core.registry import KINDS
+            return KINDS.get(db.experiment(stored["experiment_id"])["kind"]).obj().load_stored(db, run_id)
         if run is None:
             db.record(run_id)  # raises the clear not-found error
         steps = [s for s in db.steps(run_id) if s["step"] != INITIAL_STEP]

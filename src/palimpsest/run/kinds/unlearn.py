@@ -37,7 +37,7 @@ from ...core.seeding import derive_seed, pick_device, seed_everything
 from ...core.timing import Stopwatch
 from ...data import datasets as _datasets
 from ...evaluate.unlearning import audit_from_outputs, collect_outputs, reference_mia_outputs
-from ...forget.base import UnlearnContext, UnlearningData
+from ...forget.base import Artifact, ArtifactCache, UnlearnContext, UnlearningData
 from ...forget.request import ForgetRequest, ForgetSplit, resolve
 from ...train.fit import fit
 from ...models import create_model
@@ -50,6 +50,7 @@ from ..store.writer import Outbox
 from .base import ExperimentKind, Job, job_id
 
 REFERENCE = "retrain"
+TRAINING_TIME = {"train": "examples"}   # what training-time artefacts are computed from
 
 
 class OriginalSpec(Settings):
@@ -122,8 +123,8 @@ class UnlearnSpec(EntriesSpec):
 
     def original_digest(self, seed: int) -> str:
         """Identifies the original model: its training spec and seed (the retrain cache key's base)."""
-        if self.source is not None:
-            return hashlib.sha256(f"{self.source.run}@{self.source.step}".encode()).hexdigest()[:16]
+        if self.source is not None:   # "strategy": its references are the run's strategy retrained (0.3)
+            return hashlib.sha256(f"{self.source.run}@{self.source.step}#strategy".encode()).hexdigest()[:16]
         payload = json.dumps({"train": identity(self.train), "seed": seed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -151,6 +152,9 @@ class Origin:
     training: TrainingConfig
     key: str
     source: str
+    # a source run's counterfactual: (forget rows, seed, device) -> (model, wall, cpu seconds) of its
+    # strategy retrained on its stream without those rows (None: retrain offline with `training`)
+    retrain: Callable[[np.ndarray, int, Any], tuple[torch.nn.Module, float, float]] | None = None
 
 
 def load_training_data(t: OriginalSpec) -> TrainingData:
@@ -184,8 +188,21 @@ def origin_from_run(run: dict, spec_yaml: str, step: int, key: str, source: str)
                         torch.cat([e.inputs for e in stream.test]), torch.cat([e.targets for e in stream.test]),
                         stream.n_classes, stream.input_shape)
     classes = sorted({c for e in exps for c in e.classes})
+    training = TrainingConfig(**json.loads(run["training_json"]))
+
+    def retrain(forget_rows: np.ndarray, seed: int, device) -> tuple[torch.nn.Module, float, float]:
+        """The run's strategy trained from scratch through the same steps of the same stream without
+        the forget rows (issue 11: a continual learner is audited against its own counterfactual, not
+        an offline joint model, whose gap to the strategy would enter the verdict unsaid)."""
+        from .learn import strategy_from_run
+        from .lifecycle import learned_ids, retrain_by_strategy
+        forgotten = learned_ids(stream, positions)[np.asarray(forget_rows, dtype=np.int64)]
+        learner, clock = retrain_by_strategy(spec.model, stream, strategy_from_run(run), training, schedule, step + 1,
+                                             forgotten, seed, device)
+        return learner.strategy.eval_model(learner.model).eval(), clock.wall, clock.cpu
+
     return Origin(data, model_factory(spec.model, stream.input_shape, stream.n_classes, classes),
-                  TrainingConfig(**json.loads(run["training_json"])), key, source)
+                  training, key, source, retrain)
 
 
 @KINDS.register("unlearn", summary="forget requests x methods on a trained model, audited against retraining")
@@ -272,7 +289,8 @@ class UnlearnKind(ExperimentKind):
         with torch.random.fork_rng(devices=[]):
             origin.make_model()
         for i in range(len(spec.forget)):
-            self._split(spec, origin, i)
+            for seed in spec.seeds:
+                self._split(spec, origin, i, seed)
 
     def pending(self, spec: UnlearnSpec, exp_id, job, db: ResultsDB):
         seed, role = job.seed, job.info["role"]
@@ -361,14 +379,16 @@ class UnlearnKind(ExperimentKind):
                     fit(model, origin.data.x_train, origin.data.y_train, origin.training, seed, device, stage="original")
                     cache = self._artifacts(spec, model, origin, seed, device)
         path = outbox.root / f"models/original_{origin.key}.safetensors"
-        save_state(path, {"model": model.state_dict(), "cache": cache})
+        save_state(path, {"model": model.state_dict(), "cache": cache,
+                          "cache_splits": {k: dict(TRAINING_TIME) for k in cache}})
         outbox.emit("model", model_id=self._original_id(spec, seed), experiment_id=exp_id, seed=seed, role="original",
                     path=outbox.rel(path), seconds=clock.wall,
                     info={"spec": spec.train.model_dump(mode="json") if spec.source is None else spec.source.model_dump(),
                           "cpu_seconds": clock.cpu})
 
     def _artifacts(self, spec, model, origin: Origin, seed: int, device) -> dict:
-        """What methods keep with the model at training time (e.g. SSD's full-data importance)."""
+        """What methods keep with the model at training time (e.g. SSD's full-data importance),
+        each computed from the whole training set."""
         out: dict = {}
         ctx = UnlearnContext(origin.training, origin.make_model, device, seed)
         for m in spec.methods:
@@ -376,13 +396,20 @@ class UnlearnKind(ExperimentKind):
                                                                           ctx))
         return out
 
-    def _load(self, origin: Origin, root, entry: dict, device) -> tuple[torch.nn.Module, dict]:
-        """A stored model (an original or a retrained reference) and what was kept with it."""
+    @staticmethod
+    def _kept(cache: dict, splits: dict | None) -> dict[str, Artifact]:
+        """Artefacts as stored with an original: each with the splits it was computed from (files
+        written before provenance was stored hold training-time artefacts: the whole training set)."""
+        splits = splits or {}
+        return {k: Artifact(v, dict(splits.get(k) or TRAINING_TIME)) for k, v in cache.items()}
+
+    def _load(self, origin: Origin, root, entry: dict, device) -> tuple[torch.nn.Module, dict[str, Artifact]]:
+        """A stored model (an original or a retrained reference) and the artefacts kept with it."""
         with torch.random.fork_rng(devices=[]):
             model = origin.make_model().to(device)
         state = load_state(root / entry["path"])
         model.load_state_dict(state["model"])
-        return model, state.get("cache", {})
+        return model, self._kept(state.get("cache", {}), state.get("cache_splits"))
 
     def _references(self, spec, exp_id, job, state, outbox) -> None:
         """Reference models of the per-example attack, each trained with the original recipe on a
@@ -414,8 +441,10 @@ class UnlearnKind(ExperimentKind):
             models.append(model.eval())
         return ReferenceModels(models, saved["masks"].numpy(), int(saved["seed"]))
 
-    def _split(self, spec, origin: Origin, i: int) -> ForgetSplit:
-        return resolve(spec.forget[i], origin.data.y_train.numpy(), origin.data.n_classes)
+    def _split(self, spec, origin: Origin, i: int, seed: int) -> ForgetSplit:
+        """Request i on the original's training data; a random request without its own seed draws
+        its forget set from the run's seed (each seed forgets its own sample)."""
+        return resolve(spec.forget[i], origin.data.y_train.numpy(), origin.data.n_classes, run_seed=seed)
 
     def _reference(self, spec, exp_id, job, state, outbox) -> None:
         """The model retrained from scratch on the retain set with the original recipe (built once
@@ -427,7 +456,7 @@ class UnlearnKind(ExperimentKind):
         device = pick_device(origin.training.device)
         split = None
         try:
-            split = self._split(spec, origin, i)
+            split = self._split(spec, origin, i, seed)
             model_id = f"retrain/{origin.key}_{split.key()}"
             cached = state.get("cached_reference") or {}
             entry = cached.get(model_id)
@@ -435,20 +464,29 @@ class UnlearnKind(ExperimentKind):
                 seed_everything(derive_seed(seed, "retrain"))
                 if entry is not None:
                     model, _ = self._load(origin, outbox.root, entry, device)
+                    model_path = entry["path"]
                     info = {"seconds": entry["seconds"], "cpu_seconds": json.loads(entry["info_json"] or "{}")
                             .get("cpu_seconds"), "cached": True}
                 else:
-                    model = origin.make_model().to(device)
-                    retain = torch.as_tensor(split.retain)
-                    with Stopwatch() as clock:
-                        fit(model, origin.data.x_train[retain], origin.data.y_train[retain], origin.training, seed,
-                            device, stage="retrain")
+                    if origin.retrain is not None:   # a continual run: its strategy again, without the forget set
+                        model, wall, cpu = origin.retrain(split.forget, seed, device)
+                    else:
+                        model = origin.make_model().to(device)
+                        retain = torch.as_tensor(split.retain)
+                        with Stopwatch() as clock:
+                            fit(model, origin.data.x_train[retain], origin.data.y_train[retain], origin.training,
+                                seed, device, stage="retrain")
+                        wall, cpu = clock.wall, clock.cpu
                     path = outbox.root / f"models/retrain_{origin.key}_{split.key()}.safetensors"
                     save_state(path, {"model": model.state_dict(), "cache": {}})
+                    model_path = outbox.rel(path)
                     outbox.emit("model", model_id=model_id, experiment_id=exp_id, seed=seed, role="retrain",
-                                path=outbox.rel(path), seconds=clock.wall,
-                                info={"spec": spec.train.model_dump(mode="json"), "cpu_seconds": clock.cpu})
-                    info = {"seconds": clock.wall, "cpu_seconds": clock.cpu, "cached": False}
+                                path=outbox.rel(path), seconds=wall,
+                                info={"spec": spec.train.model_dump(mode="json") if spec.source is None
+                                      else spec.source.model_dump(), "cpu_seconds": cpu,
+                                      "reference": "offline" if origin.retrain is None else "strategy"})
+                    info = {"seconds": wall, "cpu_seconds": cpu, "cached": False,
+                            "reference": "offline" if origin.retrain is None else "strategy"}
             mia = None
             if state.get("references") is not None:
                 refs = self._load_references(origin, outbox.root, state["references"], device)
@@ -463,7 +501,7 @@ class UnlearnKind(ExperimentKind):
                         method=REFERENCE, label=REFERENCE, settings={})
             _close_failed(outbox, entry_id, err)
             raise
-        done = {"audit": audit, "info": info, "outputs_path": outputs_path,
+        done = {"audit": audit, "info": info, "outputs_path": outputs_path, "model_path": model_path,
                 "mia_path": outbox.rel(outbox.path("mia.npz")) if mia is not None else None}
         outbox.path("reference.json").write_text(json.dumps(done))
 
@@ -473,7 +511,7 @@ class UnlearnKind(ExperimentKind):
         entry_id = job_id(exp_id, job)
         origin = self.origin(spec, seed, state)
         device = pick_device(origin.training.device)
-        split = self._split(spec, origin, i)
+        split = self._split(spec, origin, i, seed)
         reference = state["reference"]
         outbox.emit("ledger_open", entry_id=entry_id, experiment_id=exp_id, source=origin.source, seed=seed,
                     request=spec.forget[i].model_dump(mode="json"), forget_key=split.key(), method=method, label=label,
@@ -484,13 +522,18 @@ class UnlearnKind(ExperimentKind):
             if label == REFERENCE:
                 audit, outputs_path = dict(reference["audit"]), reference["outputs_path"]
                 seconds, cpu = ref_info["seconds"], ref_info.get("cpu_seconds")
+                model_path = reference.get("model_path")
             else:
                 original, cache = self._load(origin, outbox.root, state["original"], device)
                 if label == "original":
                     model, seconds, cpu = original, 0.0, 0.0
+                    model_path = state["original"]["path"]
                 else:
-                    model, report, seconds, cpu = self._unlearn(method, job.info["settings"], origin, original, cache,
-                                                                split, seed, device)
+                    unlearner, model, report, seconds, cpu = self._unlearn(method, job.info["settings"], origin,
+                                                                           original, cache, split, seed, device)
+                    # the unlearned model is kept by the spec's checkpoint policy, like a run's last model
+                    model_path = outbox.save_state("model.safetensors", unlearner.stored(model)) \
+                        if spec.checkpoints.keeps_models(seed, spec.seeds) else None
                 mia = load_arrays(outbox.root / reference["mia_path"]) if reference.get("mia_path") else None
                 outputs = collect_outputs(model, origin.data, split, spec.audits, seed)
                 audit = audit_from_outputs(outputs, split, spec.audits, reference["audit"], mia, seed)
@@ -503,6 +546,10 @@ class UnlearnKind(ExperimentKind):
                          speedup_vs_retrain=ref_info["seconds"] / seconds if seconds else None,
                          cpu_seconds=cpu, retrain_cpu_seconds=ref_cpu,
                          speedup_vs_retrain_cpu=ref_cpu / cpu if cpu and ref_cpu else None)
+            if model_path is not None:
+                # the entry's model, by the entry's id (the original's and the retrained model's files are shared)
+                outbox.emit("model", model_id=entry_id, experiment_id=exp_id, seed=seed, role="entry", path=model_path,
+                            seconds=seconds, info={"label": label, "method": method, "request": i})
             diverged = report.get("finite") is False
             error = (f"{label} diverged: its loss became NaN or infinite during unlearning; lower its lr (now "
                      f"{job.info['settings'].get('lr', 'the default')}) or its number of steps") if diverged else None
@@ -517,18 +564,62 @@ class UnlearnKind(ExperimentKind):
         method = UNLEARNERS.create(name, **settings)
         guarded = UnlearningData(origin.data.x_train, origin.data.y_train, split, method.declared(),
                                  origin.data.n_classes)
-        ctx = UnlearnContext(origin.training, origin.make_model, device, seed, cache=dict(cache),
-                             original=frozen_copy(original))
+        ctx = UnlearnContext(origin.training, origin.make_model, device, seed,
+                             cache=ArtifactCache(cache, method.declared()), original=frozen_copy(original))
         model = copy.deepcopy(original).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "unlearn", name))
             with Stopwatch() as clock:
                 model, report = method.unlearn(model, guarded, ctx)
-        return model, report, clock.wall, clock.cpu
+        return method, model, report, clock.wall, clock.cpu
 
     def summarize(self, db, exp_id):
         from ..summary import summarize_ledger
         return summarize_ledger(db, exp_id)
+
+    def load_stored(self, db, model_id):
+        return load_stored_model(db, model_id)
+
+
+def load_stored_model(db: ResultsDB, model_id: str, device: str | torch.device = "cpu"):
+    """A model an unlearning experiment stored, rebuilt: a ledger entry's model (`<exp>/seed<k>/
+    request<i>/<label>`: the original, the retrained reference or a method's unlearned model, as the
+    checkpoint policy kept it) or a stored model by its id in the models table (`original/...`,
+    `retrain/...`, `mia_references/...`; the last gives the attack's ReferenceModels). Returns
+    (model, info): info has the spec, the role, the ledger entry and the forget / retain split of
+    its request (None for models of no single request)."""
+    from ...core.errors import PalimpsestError
+    from ..spec import parse_spec
+    entry = db.model_entry(model_id)
+    ledger = db.ledger_entry(model_id)
+    if entry is None:
+        if ledger is not None:
+            raise PalimpsestError(f"ledger entry {model_id} kept no model", expected="an entry whose model was stored",
+                                  got=ledger["status"], fix="the spec's checkpoint policy decides what is kept "
+                                  "(`checkpoints: {models: last, seeds: all}` keeps every entry's model); entries "
+                                  "written before palimpsest kept unlearned models have none: run the spec again")
+        raise PalimpsestError(f"no stored model {model_id!r}", expected="a run id, a ledger entry id or a stored "
+                              "model id", got=model_id, fix="list them with `palimpsest runs` / `palimpsest ledger`")
+    exp = db.experiment(entry["experiment_id"])
+    spec = parse_spec(yaml.safe_load(exp["spec_yaml"]), "stored spec")
+    kind, seed = UnlearnKind(), entry["seed"]
+    origin = kind.origin(spec, seed, {"origin": kind._origin_state(spec, seed, db)})
+    device = torch.device(device)
+    split = None
+    if ledger is not None:
+        request = int(model_id.split("/request")[1].split("/")[0])
+        split = kind._split(spec, origin, request, seed)
+    role = entry["role"]
+    if role == "mia_references":
+        model = kind._load_references(origin, db.root, entry, device)
+    elif role == "entry" and ledger["label"] not in ("original", REFERENCE):
+        with torch.random.fork_rng(devices=[]):
+            model = UNLEARNERS.get(ledger["method"]).obj.restore(lambda: origin.make_model().to(device),
+                                                                 load_state(db.file(entry["path"])))
+    else:
+        model = kind._load(origin, db.root, entry, device)[0].eval()
+    return model, {"spec": spec, "role": role, "entry": ledger, "split": split, "seed": seed,
+                   "source": origin.source}
 
 
 def _folder(job_id_: str) -> str:
@@ -570,6 +661,6 @@ def forget_from_run(root, run_id: str, requests, methods, step: int | None = Non
 
 UnlearningSpec = UnlearnSpec  # the name of palimpsest 0.1.0
 
-__all__ = ["AuditSpec", "MethodSpec", "Origin", "OriginalSpec", "ReferenceAttackSpec", "RelearnSpec", "SourceSpec",
+__all__ = ["load_stored_model", "AuditSpec", "MethodSpec", "Origin", "OriginalSpec", "ReferenceAttackSpec", "RelearnSpec", "SourceSpec",
            "TrainingData", "UnlearnKind", "UnlearnSpec", "UnlearningSpec", "forget_from_run", "load_training_data",
            "origin_from_run", "parse_unlearning_spec", "run_unlearning"]

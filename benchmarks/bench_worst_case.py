@@ -1,0 +1,103 @@
+"""Are worst-case forget sets ("Challenging Forgets", Fan et al. 2024) harder than random sets of
+the same size, for several unlearning methods?
+
+For each seed of a finished memorising benchmark (`palimpsest run recipes/unlearn_fmnist_memorise.yaml`,
+same --root): load that seed's original model, select the worst-case forget set of `--size`
+examples by the bi-level selection of forget/worst_case.py (gradient ascent as the lower level),
+then run one unlearning experiment with two requests, the worst-case set (`kind: indices`) and a
+random set of the same size, and the methods (default: finetune, gradient_ascent, neggrad_plus,
+random_labels), audited against the model retrained without each set (the original and the
+attack's reference models are reused from the root). Per method: forget-accuracy gap and privacy
+gap to the retrained model, and the verdict, worst-case vs random.
+
+    python benchmarks/bench_worst_case.py --root palimpsest-results [--seeds 0,1,2] [--size 250]
+                                          [--out benchmarks/results/worst_case.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from palimpsest.core.seeding import configure_torch
+from palimpsest.forget.worst_case import forget_loss_after_ascent, worst_case_forget_set
+from palimpsest.run import ResultsDB, load_model
+from palimpsest.run.kinds.unlearn import load_training_data, run_unlearning
+from palimpsest.run.spec import parse_spec
+
+KEYS = ("forget_accuracy", "privacy_gap", "reference_mia_auc", "test_accuracy")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="palimpsest-results")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--size", type=int, default=250)
+    ap.add_argument("--methods", default="finetune,gradient_ascent,neggrad_plus,random_labels")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "worst_case.json"))
+    args = ap.parse_args()
+    configure_torch(1)
+    root = Path(args.root)
+    with ResultsDB(root, create=False) as db:
+        exps = [e for e in db.experiments() if e["name"] == "unlearn_fmnist_memorise" and e["status"] == "finished"]
+        exp = db.experiment(max(exps, key=lambda e: e["created"])["id"])
+    base = yaml.safe_load(exp["spec_yaml"])
+    data = load_training_data(parse_spec(base).train)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        model, _ = load_model(root, f"{exp['id']}/seed{seed}/request0/original")
+        chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed)
+        worst = chosen["indices"]
+        random = np.random.default_rng(seed).choice(len(data.y_train), args.size, replace=False)
+        selection = {"objective_first": chosen["objective"][0], "objective_last": chosen["objective"][-1],
+                     "loss_after_ascent_worst": forget_loss_after_ascent(model, data.x_train, data.y_train, worst),
+                     "loss_after_ascent_random": forget_loss_after_ascent(model, data.x_train, data.y_train, random),
+                     "worst_classes": np.bincount(data.y_train[torch.as_tensor(worst)].numpy(), minlength=10).tolist()}
+        print(f"seed {seed}: selection {selection}", flush=True)
+        spec = dict(base, name="unlearn_fmnist_worst_case", seeds=[seed],
+                    forget=[{"kind": "indices", "indices": worst.tolist()},
+                            {"kind": "indices", "indices": np.sort(random).tolist()}],
+                    methods=["retrain", *args.methods.split(",")])
+        exp_id = run_unlearning(parse_spec(spec), root=root, progress=False)
+        with ResultsDB(root, create=False) as db:
+            entries = db.ledger(exp_id)
+        for e in entries:
+            request = "worst" if "/request0/" in e["id"] else "random"
+            rows.append({"seed": seed, "request": request, "label": e["label"], "status": e["status"],
+                         "verdict": (e["audit"] or {}).get("verdict"), "failed": (e["audit"] or {}).get("verdict_failed"),
+                         **{k: (e["audit"] or {}).get(k) for k in KEYS}})
+        rows.append({"seed": seed, "selection": selection, "experiment": exp_id})
+    table = {}
+    for r in rows:
+        if "label" not in r or r["status"] != "finished":
+            continue
+        ref = next(x for x in rows if x.get("label") == "retrain" and x["seed"] == r["seed"]
+                   and x["request"] == r["request"])
+        cell = table.setdefault(r["label"], {"worst": [], "random": []})[r["request"]]
+        cell.append({"forget_gap": r["forget_accuracy"] - ref["forget_accuracy"], "privacy_gap": r["privacy_gap"],
+                     "matches": r["verdict"] == "matches retrain"})
+    summary = {}
+    print("\nmethod            forget-acc gap to retrain (worst vs random)   privacy gap (worst vs random)   matches")
+    for label, cells in table.items():
+        s = {side: {"forget_gap": float(np.mean([c["forget_gap"] for c in v])),
+                    "privacy_gap": float(np.mean([c["privacy_gap"] for c in v if c["privacy_gap"] is not None] or [np.nan])),
+                    "matches": int(sum(c["matches"] for c in v)), "n": len(v)} for side, v in cells.items()}
+        summary[label] = s
+        print(f"{label:<16} {100 * s['worst']['forget_gap']:+6.1f} vs {100 * s['random']['forget_gap']:+6.1f} points"
+              f"                 {s['worst']['privacy_gap']:+.3f} vs {s['random']['privacy_gap']:+.3f}"
+              f"          {s['worst']['matches']}/{s['worst']['n']} vs {s['random']['matches']}/{s['random']['n']}")
+    out = {"source": exp["id"], "size": args.size, "rows": rows, "summary": summary, "torch": torch.__version__,
+           "machine": platform.machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
