@@ -7,7 +7,7 @@ busy neighbour slows them alike; the reported number is the median over repetiti
 (strategy time / naive time in the same repetition). Replay sampling and the regularisers' extra
 passes show up here. Also: the end-to-end wall time of the built-in quickstart (`palimpsest run`).
 
-    python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart]
+    python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart] [--only er,pcr]
 
 Results: stdout and benchmarks/results/strategies.json.
 """
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k-example subset, 1 repetition")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--no-quickstart", action="store_true")
+    parser.add_argument("--only", default=None, help="comma-separated strategies to time (naive is always timed)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     reps = args.reps or (1 if args.quick else 3)
@@ -80,6 +81,8 @@ def main() -> None:
     stream = class_incremental(data, 5)
     training = TrainingConfig(epochs=1, batch_size=128, lr=0.05, device="cpu")
     names = STRATEGIES.names()
+    if args.only:
+        names = ["naive", *[n for n in args.only.split(",") if n and n != "naive"]]
     times: dict[str, list[float]] = {n: [] for n in names}
     ratios: dict[str, list[float]] = {n: [] for n in names}
     print(f"torch threads {torch.get_num_threads()}, flush denormal on; {len(stream.train)} experiences, "

@@ -106,3 +106,14 @@ def test_power_law_recurrence_favours_recently_seen_tasks(digits_stream):
     flat = recurring(digits_stream, 400, "uniform", seed=1, introduce="first")
     assert repeat_share(steep) > 0.7 and repeat_share(flat) < 0.35
     assert steep.info["recurrence"]["order"] == steep.learned_task
+
+
+def test_zipf_recurrence_gives_fixed_frequencies_by_rank(digits_stream):
+    # P(task k) ~ (k + 1)^-alpha, whatever happened recently: frequencies fall with rank and every
+    # task keeps coming back (under the recency law a task may never return)
+    z = recurring(digits_stream, 1000, "zipf", alpha=1.0, seed=2, introduce="first")
+    counts = np.bincount(z.learned_task[5:], minlength=5)
+    expected = 995 * (1 / np.arange(1, 6)) / (1 / np.arange(1, 6)).sum()
+    assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected))
+    assert all(k in z.learned_task[-200:] for k in range(5))
+    assert z.info["recurrence"]["distribution"] == "zipf"

@@ -391,10 +391,17 @@ def recurring(stream: Stream, length: int, distribution: str = "uniform", alpha:
                  naturalistic environment of "Catastrophic Interference is Mitigated in
                  Naturalistic Power-Law Learning Environments", where the chance of meeting a task
                  decays as a power law of the time since it was last performed.
+      zipf       task k (in order of introduction) with fixed probability proportional to
+                 (k + 1)^-alpha: Zipf-like task frequencies, under which every task keeps coming
+                 back at its own rate (the frequency-based re-occurrence of SCoLe, "Challenging
+                 Common Assumptions about Catastrophic Forgetting", and of the power-law paper's
+                 frequency environments), unlike the recency law above, under which a task not
+                 drawn for a while may never return.
     """
     t = stream.n_tasks
-    if distribution not in ("uniform", "power_law"):
-        raise ConfigError("unknown recurrence distribution", expected="'uniform' or 'power_law'", got=distribution)
+    if distribution not in ("uniform", "power_law", "zipf"):
+        raise ConfigError("unknown recurrence distribution", expected="'uniform', 'power_law' or 'zipf'",
+                          got=distribution)
     if introduce not in ("first", "spread"):
         raise ConfigError("unknown task introduction", expected="'first' or 'spread'", got=introduce)
     if length < t:
@@ -412,6 +419,8 @@ def recurring(stream: Stream, length: int, distribution: str = "uniform", alpha:
             known = np.array(sorted(last_seen))
             if distribution == "uniform":
                 weights = np.ones(len(known))
+            elif distribution == "zipf":
+                weights = (known + 1.0) ** -alpha
             else:
                 weights = np.array([step - last_seen[k] for k in known], dtype=float) ** -alpha
             task = int(rng.choice(known, p=weights / weights.sum()))

@@ -50,10 +50,11 @@ class ReplayMemory(Component):
         if self.device is not None and data and next(iter(data.values())).device != self.device:
             self.buffer.data = {k: v.to(self.device) for k, v in data.items()}
 
-    def add(self, batch: Batch, logits: torch.Tensor | None = None) -> None:
-        """Offer examples (inputs, targets, task ids) to the buffer under its policy."""
+    def add(self, batch: Batch, logits: torch.Tensor | None = None, features: torch.Tensor | None = None) -> None:
+        """Offer examples (inputs, targets, task ids; optionally the logits and features they had) to
+        the buffer under its policy."""
         self._on_device()
-        self.buffer.add(batch["inputs"], batch["targets"], batch["task_ids"], logits)
+        self.buffer.add(batch["inputs"], batch["targets"], batch["task_ids"], logits, features)
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         """Up to n stored examples drawn uniformly without replacement; {} when there are none."""

@@ -22,9 +22,10 @@ POLICIES = ("reservoir", "class_balanced")
 
 
 class ReplayBuffer:
-    """Fixed-capacity storage of inputs, targets, task ids and (optionally) logits, as tensors."""
+    """Fixed-capacity storage of inputs, targets, task ids and (optionally) logits and features, as
+    tensors (logits: DER, HPCR; features: HPCR's structure distillation)."""
 
-    FIELDS = ("inputs", "targets", "task_ids", "logits")
+    FIELDS = ("inputs", "targets", "task_ids", "logits", "features")
 
     def __init__(self, capacity: int, policy: str = "reservoir", seed: int = 0) -> None:
         if capacity < 1:
@@ -52,11 +53,13 @@ class ReplayBuffer:
                 self.data[name][slots] = t[rows].detach().to(self.data[name].dtype)
 
     def add(self, inputs: torch.Tensor, targets: torch.Tensor, task_ids: torch.Tensor | None = None,
-            logits: torch.Tensor | None = None) -> None:
+            logits: torch.Tensor | None = None, features: torch.Tensor | None = None) -> None:
         """Offer a batch of examples to the buffer under its policy."""
         if task_ids is None:
             task_ids = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
         tensors = {"inputs": inputs, "targets": targets, "task_ids": task_ids, "logits": logits}
+        if features is not None:
+            tensors["features"] = features
         self._allocate(**tensors)
         if self.policy == "reservoir":
             self._add_reservoir(tensors, len(targets))

@@ -57,8 +57,9 @@ class ModelAdapter:
 
 
 class ClassifierAdapter(ModelAdapter):
-    """A palimpsest Classifier: logits (B, C) over the global class space; cross-entropy on targets.
-    Task ids reach the model only when `use_task_ids` (task-incremental scenarios)."""
+    """A palimpsest Classifier: logits (B, C) over the global class space and the backbone's features
+    (what prototype and contrastive methods read); cross-entropy on targets. Task ids reach the
+    model only when `use_task_ids` (task-incremental scenarios)."""
 
     def __init__(self, model: nn.Module, use_task_ids: bool = False) -> None:
         super().__init__(model)
@@ -67,7 +68,12 @@ class ClassifierAdapter(ModelAdapter):
 
     def forward(self, batch) -> ModelOutput:
         task_ids = batch.get("task_ids") if self.use_task_ids else None
-        return ModelOutput(self.model(batch["inputs"], task_ids))
+        model = self.model
+        if hasattr(model, "features") and hasattr(model, "head_logits"):
+            # the same operations as model(x) (backbone, then head), with the features kept
+            features = model.features(batch["inputs"])
+            return ModelOutput(model.head_logits(features, task_ids), features)
+        return ModelOutput(model(batch["inputs"], task_ids))
 
     def task_loss(self, batch, output: ModelOutput) -> torch.Tensor:
         return F.cross_entropy(output.logits, batch["targets"])

@@ -81,3 +81,41 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.head_logits(self.backbone(x), task_ids)
+
+    def class_weights(self) -> torch.Tensor:
+        """(n_classes, feature_dim): the head's weight row of every class (one head, or the heads of
+        disjoint tasks side by side). Prototype and proxy methods read these rows as class vectors."""
+        if self.head_kind == "single":
+            return self.head.weight
+        if not self.disjoint_tasks:
+            raise ConfigError("tasks of this multi-head model share class ids, so a class has no single weight row",
+                              expected="a single head, or tasks with disjoint classes", got=self.task_classes,
+                              fix="use head: single")
+        rows = torch.cat([h.weight for h in self.heads])
+        order = torch.cat([getattr(self, f"classes_{t}") for t in range(len(self.heads))])
+        return rows[torch.argsort(order)]
+
+    def cosine_logits(self, features: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """cos(features, w_c) / temperature for every class c (the head's weight rows, no bias);
+        classes the model may not predict get MASKED_LOGIT."""
+        weights = torch.nn.functional.normalize(self.class_weights(), dim=1)
+        cos = torch.nn.functional.normalize(features.flatten(1), dim=1) @ weights.T / temperature
+        return cos.masked_fill(~self.active, MASKED_LOGIT) if self.mask_unseen else cos
+
+
+class CosineClassifier(nn.Module):
+    """What evaluation calls for methods that classify by angle alone (PCR, PRD): the logits are
+    `model.cosine_logits(features)`. Shares the model's weights (no copy)."""
+
+    needs_task_ids = False
+
+    def __init__(self, model: Classifier, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    @property
+    def active(self) -> torch.Tensor:
+        return self.model.active
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.cosine_logits(self.model.features(x), self.temperature)

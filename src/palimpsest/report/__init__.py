@@ -12,6 +12,7 @@ from . import memory  # noqa: F401  (registers the memory parts)
 from .html import write_html_report
 from .learn_setup import resolved_settings
 from .page import export, render_summary, write_report
+from . import recurring  # noqa: F401  (registers the recurring streams' parts)
 from .table import render_table, summarize, table_text
 from . import lifecycle as _lifecycle  # noqa: F401  (registers the lifecycle parts)
 from .unlearning import (export_ledger_csv, render_unlearning_table, summarize_unlearning, unlearning_table_text,

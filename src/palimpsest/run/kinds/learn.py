@@ -44,10 +44,11 @@ from .base import ExperimentKind, Job, job_id
 
 class RecurrenceSpec(Settings):
     length: int = Field(..., ge=1, description="number of training steps")
-    distribution: Literal["uniform", "power_law"] = Field(
-        "uniform", description="how a step that introduces no new task picks an earlier one: uniformly, or with "
-        "probability proportional to (steps since it was last seen)^-alpha")
-    alpha: float = Field(1.0, gt=0, description="power_law: the exponent")
+    distribution: Literal["uniform", "power_law", "zipf"] = Field(
+        "uniform", description="how a step that introduces no new task picks an earlier one: uniformly, with "
+        "probability proportional to (steps since it was last seen)^-alpha (power_law), or by a fixed Zipf law "
+        "over tasks (zipf)")
+    alpha: float = Field(1.0, gt=0, description="power_law / zipf: the exponent")
     introduce: Literal["first", "spread"] = Field("spread", description="new tasks all first, or spread evenly")
 
 
@@ -248,6 +249,7 @@ class LearnKind(ExperimentKind):
     # A task-incremental experiment is read in task-IL first; class-IL follows for reference.
     task_figures = ("stream_contents", "task_accuracy_heatmaps", "task_accuracy_curves", "metric_bars",
                     "accuracy_heatmaps", "accuracy_curves", "resolved_settings")
+    recurring_figures = ("recurring_accuracy", "recurring_reappearances")
 
     @classmethod
     def report_parts(cls, exp: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -257,11 +259,14 @@ class LearnKind(ExperimentKind):
         except yaml.YAMLError:
             spec = {}
         scenario = ((spec.get("benchmark") or {}) if isinstance(spec, dict) else {}).get("scenario")
+        # streams whose tasks come back: the recurrence studies' plots (report/recurring.py)
+        recurring = cls.recurring_figures if ((spec.get("benchmark") or {}) if isinstance(spec, dict) else {}).get(
+            "recurrence") else ()
         if scenario == "task":
-            return cls.tables, cls.task_figures
+            return cls.tables, cls.task_figures + recurring
         if scenario == "domain":   # one head over the same classes: the task view repeats the class view
-            return cls.tables, tuple(f for f in cls.figures if not f.startswith("task_"))
-        return cls.tables, cls.figures
+            return cls.tables, tuple(f for f in cls.figures if not f.startswith("task_")) + recurring
+        return cls.tables, cls.figures + recurring
 
     def __init__(self) -> None:
         self._streams: dict[tuple, Stream] = {}

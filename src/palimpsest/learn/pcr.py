@@ -1,0 +1,168 @@
+"""PCR and HPCR: proxy-based contrastive replay for online continual learning.
+
+PCR: "PCR: Proxy-based Contrastive Replay for Online Class-Incremental Continual Learning" (Lin,
+Zhang, Feng, Li and Ye, CVPR 2023). HPCR: "HPCR: Holistic Proxy-based Contrastive Replay for Online
+Continual Learning" (Lin, Feng, Li, Ye et al., 2023). Followed: the authors' code
+(github.com/FelixHuiweiLin/PCR, agents/pcr.py and agents/hpcr.py).
+
+PCR, each step: the incoming examples and one augmented view of each, plus a batch drawn from a
+reservoir buffer and one augmented view of each, go through the network. Every row i is an anchor
+(its L2-normalised feature) and the proxy of its class (the normalised head weight row w_{y_i}) is
+its contrast: a supervised contrastive loss in "proxy" mode with temperature T,
+
+    L_PCR = -1/N sum_i mean_{j: y_j = y_i} log( exp(a_i . p_j / T) / sum_k exp(a_i . p_k / T) ),
+
+so each anchor is pulled to its own proxy and pushed only from the proxies of the classes present
+in this batch (incoming and replayed), not from every class. Before the buffer holds anything the
+loss is 0 (the code's `0 * CE`). Prediction: the cosine classifier, argmax_c cos(f(x), w_c).
+
+HPCR adds, from the second experience on: a temperature factor tau_s, cycling between tau_min and
+tau_max with a period of 500 steps within each experience, that multiplies L_PCR (the "decoupled
+temperature"); a proxy-based distillation, alpha * MSE between the replayed rows' cosine logits
+(cos / T, over the columns of the classes in the batch) and the logits they had when stored; and a
+sample-based structure distillation, beta * CE between the old and new softmax over cosine
+similarities among the replayed rows (self excluded), the old features being those stored with the
+example. The buffer therefore keeps each example's logits and features from the step it was seen.
+
+Departures: augmentations are `data.augment`'s "strong" recipe (resized crop 0.2-1, flip, noise),
+the grayscale analogue of the code's crop, flip, colour jitter and grayscale. Stored logits are the
+unmasked cosine logits over every class, as the code's fixed head gives them. The HPCR paper also
+describes anchor-to-sample pairs in its contrastive part; the published code does not use them, and
+neither does this module.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from ..core.registry import STRATEGIES
+from ..data.augment import RECIPES, augment
+from ..data.batch import Batch
+from ..models.heads import CosineClassifier
+from ..train.losses import supervised_contrastive
+from .components import as_batch
+from .replay import ReplaySettings, ReplayStrategy
+
+
+class PCRConfig(ReplaySettings):
+    temperature: float = Field(0.09, gt=0, description="T of the proxy contrastive loss and the cosine logits "
+                               "(the code's pcr_temp, 0.09)")
+    augmentation: str = Field("strong", pattern="^(" + "|".join(RECIPES) + ")$",
+                              description="views added for every incoming and replayed example (data/augment.py)")
+
+
+class HPCRConfig(PCRConfig):
+    temperature_min: float = Field(0.5625, gt=0, description="lowest factor tau_s on the contrastive loss (0.09/0.16)")
+    temperature_max: float = Field(1.8, gt=0, description="highest factor tau_s (0.09/0.05)")
+    period: int = Field(500, ge=1, description="steps of one cycle of tau_s within an experience")
+    alpha: float = Field(0.1, ge=0, description="weight of the proxy-based logit distillation (PCD; the code: 0.1 "
+                         "on CIFAR-100 and Mini-ImageNet, 0.01 on CIFAR-10)")
+    beta: float = Field(0.5, ge=0, description="weight of the sample-based structure distillation (SCD)")
+
+
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.flatten(1), dim=1, eps=1e-6)
+
+
+@STRATEGIES.register("pcr", summary="proxy-based contrastive replay: anchors contrast with the proxies of the "
+                     "classes in the batch (Lin et al. 2023)")
+class PCR(ReplayStrategy):
+    """Proxy-based Contrastive Replay (Lin et al., CVPR 2023); see the module docstring."""
+
+    name = "pcr"
+    Config = PCRConfig
+
+    def prepare_batch(self, ctx, batch, values):
+        n = values["incoming"]
+        incoming = batch.head(n)
+        memory = self.buffer.sample(self.replay_size(values))
+        values["pcr_replayed"] = m = len(memory["targets"]) if memory else 0
+        if m:
+            values["pcr_stored"] = memory
+        recipe = self.config.augmentation
+        parts = [incoming, Batch(incoming, inputs=augment(incoming["inputs"], recipe))]
+        if m:
+            replayed = as_batch(memory)
+            parts += [replayed, Batch(replayed, inputs=augment(replayed["inputs"], recipe))]
+        return Batch.cat(*parts)
+
+    def cosine(self, ctx, features: torch.Tensor) -> torch.Tensor:
+        """cos(f, w_c) / T over every class, unmasked (the code's fixed cosine head)."""
+        return normalised(features) @ normalised(ctx.model.class_weights()).T / self.config.temperature
+
+    def contrastive(self, ctx, features, targets) -> torch.Tensor:
+        proxies = normalised(ctx.model.class_weights())[targets]
+        return supervised_contrastive(normalised(features), targets, proxies, targets, self.config.temperature)
+
+    def batch_loss(self, ctx, batch, output, values):
+        n, m = values["incoming"], values["pcr_replayed"]
+        if not m:   # the code's 0 * CE: nothing to contrast with yet
+            return 0.0 * F.cross_entropy(output.logits[:2 * n], batch["targets"][:2 * n])
+        return self.contrastive(ctx, output.features, batch["targets"])
+
+    def after_step(self, ctx, batch, values):
+        self.buffer.add(batch.head(values["incoming"]), values.get("pcr_logits"), values.get("pcr_features"))
+
+    def eval_model(self, model):
+        return CosineClassifier(model, self.config.temperature)
+
+
+@STRATEGIES.register("hpcr", summary="holistic PCR: PCR with a cycling temperature factor and logit and structure "
+                     "distillation on replayed examples (Lin et al. 2023)")
+class HPCR(PCR):
+    """Holistic Proxy-based Contrastive Replay; see the module docstring."""
+
+    name = "hpcr"
+    Config = HPCRConfig
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self._iteration = 0   # steps within the current experience (tau_s restarts each experience)
+
+    def before_experience(self, ctx, exp):
+        self._iteration = 0
+
+    def temperature_factor(self, iteration: int) -> float:
+        c = self.config
+        return (c.temperature_max - c.temperature_min) * 0.5 * (1 - math.cos(2 * math.pi * iteration / c.period)) \
+            + c.temperature_min
+
+    def batch_loss(self, ctx, batch, output, values):
+        n, m = values["incoming"], values["pcr_replayed"]
+        features = output.features
+        # what the buffer keeps for the incoming examples: their logits and features before this step
+        values["pcr_logits"] = self.cosine(ctx, features[:n]).detach()
+        values["pcr_features"] = features[:n].detach()
+        tau = self.temperature_factor(self._iteration)
+        self._iteration += 1
+        if not m:
+            return 0.0 * F.cross_entropy(output.logits[:2 * n], batch["targets"][:2 * n])
+        loss = tau * self.contrastive(ctx, features, batch["targets"])
+        stored = values["pcr_stored"]
+        if ctx.step > 0 and "logits" in stored and "features" in stored:
+            replayed = features[2 * n:]
+            present = torch.unique(batch["targets"])   # the columns of the classes in this batch
+            old_logits = torch.cat([stored["logits"], stored["logits"]])
+            loss = loss + self.config.alpha * F.mse_loss(self.cosine(ctx, replayed)[:, present], old_logits[:, present])
+            loss = loss + self.config.beta * structure_distillation(replayed, torch.cat([stored["features"]] * 2),
+                                                                     self.config.temperature)
+        return loss
+
+
+def structure_distillation(new: torch.Tensor, old: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CE(softmax(old sims), softmax(new sims)) over cosine similarities among rows, self excluded,
+    averaged over rows (HPCR's sample-based structure distillation)."""
+    def log_softmax_similarities(f):
+        f = normalised(f)
+        sims = f @ f.T / temperature
+        off = ~torch.eye(len(f), dtype=torch.bool, device=f.device)
+        return F.log_softmax(sims[off].view(len(f), -1), dim=1)
+    with torch.no_grad():
+        target = log_softmax_similarities(old).exp()
+    return -(target * log_softmax_similarities(new)).sum(1).mean()
+
+
+__all__ = ["HPCR", "PCR", "structure_distillation"]
