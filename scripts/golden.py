@@ -54,7 +54,7 @@ def capture_learn(root, out):
         print("done", key, flush=True)
 
 def capture_unlearn(root, out):
-    import palimpsest.forget
+    import palimpsest.forget  # noqa: F401  (registers the unlearners)
     methods = ["finetune", "gradient_ascent", "iau", "neggrad_plus", "random_labels", "retrain", "salun", "scrub",
                "sisa", "ssd"]   # the unlearners of palimpsest 0.1.0
     spec = {"name": "g_unlearn", "train": {"dataset": "digits", "model": {"name": "mlp", "settings": {"hidden": [32]}},
