@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +16,7 @@ from rich.table import Table
 from ..run.kinds.lifecycle import summarize_lifecycle
 from ..run.store.db import ResultsDB
 from .page import PARTS, TablePart, figure_html
-from .table import MISSING, format_stat
+from .table import built_text, print_built, MISSING, format_stat
 from .unlearning import verdict_cell
 
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -67,16 +66,11 @@ def build_lifecycle_table(summary: Sequence[dict], box_style=box.HEAVY_HEAD) -> 
 
 
 def render_lifecycle_table(summary: Sequence[dict], console: Console | None = None) -> Table:
-    console = console or Console()
-    table = build_lifecycle_table(summary)
-    console.print(table)
-    return table
+    return print_built(build_lifecycle_table, summary, console)
 
 
 def lifecycle_table_text(summary: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    Console(file=buffer, width=300, color_system=None).print(build_lifecycle_table(summary, box.ASCII))
-    return buffer.getvalue()
+    return built_text(build_lifecycle_table, summary, width=300)
 
 
 def lifecycle_summary_html(db: ResultsDB, exp: dict, summary: Sequence[dict], cache: dict) -> str:

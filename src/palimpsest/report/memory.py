@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,7 @@ from rich.table import Table
 from ..run.kinds.memory import summarize_memory
 from ..run.store.db import ResultsDB
 from .page import PARTS, TablePart, figure_html
-from .table import MISSING, format_stat
+from .table import built_text, print_built, MISSING, format_stat
 
 CAPTION = ("Recall accuracy (%) on a fixed evaluation set after the last training step, mean ± population std "
            "over seeds, at each learning rate tried; best = the learning rate with the highest mean; window = the "
@@ -55,16 +54,11 @@ def build_memory_table(summary: Sequence[dict], style=box.SIMPLE_HEAVY) -> Table
 
 
 def render_memory_table(summary: Sequence[dict], console: Console | None = None) -> Table:
-    console = console or Console()
-    table = build_memory_table(summary)
-    console.print(table)
-    return table
+    return print_built(build_memory_table, summary, console)
 
 
 def memory_table_text(summary: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None).print(build_memory_table(summary, box.ASCII))
-    return buffer.getvalue()
+    return built_text(build_memory_table, summary, width=200)
 
 
 def memory_summary_html(db: ResultsDB, exp: dict, summary: Sequence[dict], cache: dict) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich import box
 from rich.console import Console
@@ -184,6 +184,21 @@ def table_text(summary: Sequence[dict], metrics: Sequence[str] | None = None) ->
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 
-__all__ = ["CAPTION", "DEFAULT_METRICS", "TASK_FIRST", "TRAIN_SECONDS", "build_table", "column_title",
+
+def print_built(build: Callable, summary: Sequence[dict], console: Console | None = None) -> Table:
+    """Print the table `build(summary)` makes (a kind's terminal table) and return it."""
+    console = console or Console()
+    table = build(summary)
+    console.print(table)
+    return table
+
+
+def built_text(build: Callable, summary: Sequence[dict], width: int = 300) -> str:
+    """The table `build(summary, box.ASCII)` makes, as plain text (for logs and tests)."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None).print(build(summary, box.ASCII))
+    return buffer.getvalue()
+
+__all__ = ["print_built", "built_text", "CAPTION", "DEFAULT_METRICS", "TASK_FIRST", "TRAIN_SECONDS", "build_table", "column_title",
            "default_metrics", "fitting_metrics", "uneven_views", "UNEVEN_NOTE", "format_cell", "format_stat", "metric_sort_key", "render_table",
            "stat", "summarize", "table_text"]

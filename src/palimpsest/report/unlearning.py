@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,7 @@ from ..forget.request import ForgetRequest
 from ..run.store.db import ResultsDB
 from ..run.summary import summarize_ledger
 from .page import PARTS, TablePart, figure_html, write_report
-from .table import MISSING, format_stat
+from .table import built_text, MISSING, format_stat
 
 summarize_unlearning = summarize_ledger
 
@@ -130,9 +129,7 @@ def render_unlearning_table(summary: Sequence[dict], console: Console | None = N
 
 
 def unlearning_table_text(summary: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    Console(file=buffer, width=300, color_system=None).print(build_unlearning_table(summary, box.ASCII))
-    return buffer.getvalue()
+    return built_text(build_unlearning_table, summary, width=300)
 
 
 def ledger_table(entries: Sequence[dict], title: str = "Ledger") -> Table:
