@@ -83,3 +83,17 @@ def test_unlearning_report_draws_every_figure_and_fits(tmp_path):
         page = write_html_report(db, exp_id, tmp_path / "out" / "report.html")
     _check(page, tmp_path, n_figures=page.read_text(encoding="utf-8").count("<img "))
     assert "<img " in page.read_text(encoding="utf-8")
+
+
+def test_recurring_report_draws_its_sequence_plots_and_fits(tmp_path):
+    spec = parse_spec({"name": "browser-recurring-with-a-long-name-for-titles",
+                       "benchmark": {"dataset": "digits", "scenario": "domain", "n_experiences": 3,
+                                     "recurrence": {"length": 8, "distribution": "power_law"}},
+                       "model": {"name": "mlp", "settings": {"hidden": [32]}}, "training": {"epochs": 1},
+                       "strategies": ["naive", {"name": "er", "settings": {"buffer_size": 50}}], "seeds": [0, 1]})
+    exp_id = run_experiment(spec, root=tmp_path / "r", progress=False)
+    with ResultsDB(tmp_path / "r") as db:
+        page = write_html_report(db, exp_id, tmp_path / "out" / "report.html")
+    text = page.read_text(encoding="utf-8")
+    assert "Accuracy of each task when it returns" in text and "along the sequence" in text
+    _check(page, tmp_path, n_figures=text.count("<img "))

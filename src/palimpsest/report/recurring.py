@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..evaluate.records import RunRecord
 from .html import _grid, _records
@@ -96,6 +97,7 @@ def reappearance_figure(records: dict[str, list[RunRecord]], view: str = "class"
                     color=colors[task % len(colors)], label=f"exp {task}")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("appearance (2 = first return)", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # appearances are whole numbers
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
