@@ -114,6 +114,16 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def close_matches(name: str, choices, n: int = 2) -> list[str]:
+    """The names among `choices` that `name` was probably meant to be (a misspelling)."""
+    return difflib.get_close_matches(str(name), list(choices), n=n, cutoff=0.5)
+
+
+def did_you_mean(close: list[str]) -> str:
+    """"did you mean 'a' or 'b'?" for the close matches of a misspelt name."""
+    return f"did you mean {' or '.join(repr(c) for c in close)}?"
+
+
 def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
     """Field names of the (nested) model that holds the value at `loc`."""
     for part in loc:
@@ -135,14 +145,13 @@ def pydantic_problems(error: ValidationError, prefix: str = "", model: type[Base
     for err in error.errors():
         if err.get("type") == "extra_forbidden" and model is not None:
             name, fields = str(err["loc"][-1]), _fields_at(model, tuple(err["loc"][:-1]))
-            close = difflib.get_close_matches(name, fields, n=2, cutoff=0.5)
+            close = close_matches(name, fields)
             if SYNONYMS.get(name) in fields and SYNONYMS[name] not in close:
                 close = [SYNONYMS[name], *close][:2]
             if close:
                 path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
                 note = f"; note: {SYNONYM_NOTES[name]}" if name in SYNONYM_NOTES else ""
-                problems.append(f"{path}: expected no such field; did you mean {' or '.join(repr(c) for c in close)}?"
-                                f"{note}")
+                problems.append(f"{path}: expected no such field; {did_you_mean(close)}{note}")
                 continue
         path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         got = "nothing" if err.get("type") == "missing" else repr(err.get("input"))

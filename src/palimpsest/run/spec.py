@@ -207,15 +207,16 @@ def model_problems(model: Any, path: str) -> list[str]:
     name = model.get("name", "mlp")
     settings = model.get("settings")
     if known(MODELS, name, f"{path}.name", problems) and isinstance(settings, dict):
-        import difflib
         import inspect
+
+        from ..core.config import close_matches, did_you_mean
         params = inspect.signature(MODELS.get(name).obj).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             accepted = [p for p in params if p != "input_shape"]   # the data decides the input shape
             for key in settings:
                 if key not in accepted:
-                    close = difflib.get_close_matches(str(key), accepted, n=2, cutoff=0.5)
-                    hint = (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else
+                    close = close_matches(key, accepted)
+                    hint = (f"; {did_you_mean(close)}" if close else
                             f"; model {name!r} takes {', '.join(accepted) or 'no settings'}")
                     problems.append(f"{path}.settings.{key}: expected no such setting of model {name!r}{hint}")
     weights = model.get("weights")
