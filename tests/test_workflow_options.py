@@ -20,22 +20,10 @@ from palimpsest.run import parse_spec
 from palimpsest.run.kinds.learn import build_model, build_stream, strategy_from_spec
 
 from .conftest import tiny_spec
+from .test_plugins import PLUGIN
 
-PLUGIN_FILE = '''
-"""My own strategy, in my own file: naive fine-tuning with every gradient halved."""
-from palimpsest.core.registry import STRATEGIES
-from palimpsest.learn import Strategy
-
-
-@STRATEGIES.register("my_half_lr", summary="naive with halved gradients (a plugin file)")
-class MyHalfLR(Strategy):
-    name = "my_half_lr"
-
-    def before_step(self, ctx, batch, values):
-        for p in ctx.model.parameters():
-            if p.grad is not None:
-                p.grad.mul_(0.5)
-'''
+# test_plugins' strategy under another name, saved as a user's own file
+PLUGIN_FILE = PLUGIN.replace('"half_lr"', '"my_half_lr"')
 
 
 def _cli(*args, cwd):

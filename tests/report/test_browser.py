@@ -7,6 +7,7 @@ say so. The check runs a few lines of JavaScript in a copy of the page (the repo
 and reads the answer back from the DOM Chromium prints."""
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -45,7 +46,7 @@ def _probe(page, tmp_path, width: int) -> dict:
                            copy.as_uri()], capture_output=True, text=True, timeout=120)
     found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
     assert found, f"Chromium printed no probe (rc {done.returncode}): {done.stderr[-2000:]}"
-    return json.loads(found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+    return json.loads(html.unescape(found.group(1)))
 
 
 def _check(page, tmp_path, n_figures: int):

@@ -151,9 +151,7 @@ def write_report(db: ResultsDB, exp_id: str | None, path: str | Path) -> Path:
     files = [p for t in tables for p in t.csv(db, exp["id"], out.parent)]
     cache: dict = {}
     folder = out.parent / "figures"
-    for old in folder.glob("*.png") if folder.is_dir() else []:   # a rewritten report: no stale figures
-        old.unlink()
-    for old in folder.glob("*.svg") if folder.is_dir() else []:
+    for old in [*folder.glob("*.png"), *folder.glob("*.svg")]:   # a rewritten report: no stale figures
         old.unlink()
     token = _FIGURE_DIR.set(folder)
     try:
