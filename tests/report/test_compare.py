@@ -142,7 +142,7 @@ BAD = [
     (["cmp_a", "cmp_u10"], "experiments of different kinds"),
     (["cmp_a", "cmp_other"], "no common strategies"),
     (["cmp_a", "cmp_late"], "no common seeds"),
-    (["cmp_a", "cmp_b", "--metric", "forgeting"], "did you mean forgetting/class"),
+    (["cmp_a", "cmp_b", "--metric", "forgeting"], "did you mean 'forgetting/class'"),
     (["cmp_a", "cmp_b", "--confidence", "1.5"], "bad --confidence"),
     (["cmp_a", "{root}/missing:cmp_b"], "no results database"),
     (["cmp_", "cmp_b"], "is ambiguous"),

@@ -1,13 +1,12 @@
 """Validated settings (pydantic). Every bad field is reported at once: path, expected form, value."""
 from __future__ import annotations
 
-import difflib
 import typing
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import SpecError
+from .errors import SpecError, close_matches, did_you_mean  # noqa: F401  (re-exported)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -113,15 +112,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
             return found
     return None
 
-
-def close_matches(name: str, choices, n: int = 2) -> list[str]:
-    """The names among `choices` that `name` was probably meant to be (a misspelling)."""
-    return difflib.get_close_matches(str(name), list(choices), n=n, cutoff=0.5)
-
-
-def did_you_mean(close: list[str]) -> str:
-    """"did you mean 'a' or 'b'?" for the close matches of a misspelt name."""
-    return f"did you mean {' or '.join(repr(c) for c in close)}?"
 
 
 def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:

@@ -1,6 +1,8 @@
 """Errors that say what was wrong, what was expected, what was given and how to fix it."""
 from __future__ import annotations
 
+import difflib
+
 
 class PalimpsestError(Exception):
     """Base error. Built from four parts so every message reads the same way."""
@@ -44,3 +46,13 @@ class SpecError(PalimpsestError, ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         Exception.__init__(self, f"{source} has {len(self.problems)} problem(s):\n{lines}")
+
+
+def close_matches(name: object, choices, n: int = 2) -> list[str]:
+    """The names among `choices` that `name` was probably meant to be (a misspelling)."""
+    return difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
+
+
+def did_you_mean(close: list[str]) -> str:
+    """"did you mean 'a' or 'b'?" for the close matches of a misspelt name (the fix part of an error)."""
+    return f"did you mean {' or '.join(repr(c) for c in close)}?"

@@ -5,12 +5,11 @@ error that lists close matches; a duplicate name is an error, never a silent ove
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, UnknownNameError, close_matches, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+            close = close_matches(name, self._entries, n=3)
             plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
-            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+            hint = did_you_mean(close) if close else \
                 (f"run `palimpsest ls` to see the {plural}; one of your own loads with `--plugin FILE.py` or a "
                  f"`plugins: [FILE.py]` list in the spec")
             raise UnknownNameError(

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.errors import ConfigError, PalimpsestError
+from ..core.errors import ConfigError, PalimpsestError, close_matches, did_you_mean
 from ..core.registry import METRICS
 from .records import RunRecord
 
@@ -415,11 +415,10 @@ def registered_metrics(record: RunRecord, view: str, matrix: np.ndarray) -> dict
             continue
         unknown = [n for n in needs if n not in METRIC_INPUTS]
         if unknown:
-            import difflib
-            close = difflib.get_close_matches(unknown[0], METRIC_INPUTS, n=1, cutoff=0.5)
+            close = close_matches(unknown[0], METRIC_INPUTS, n=1)
             raise ConfigError(f"metric {entry.name!r} needs {unknown}, which runs do not store",
                               expected=f"needs among {list(METRIC_INPUTS)}", got=list(needs),
-                              fix=f"did you mean {close[0]!r}?" if close else "see docs/guides/metric.md")
+                              fix=did_you_mean(close) if close else "see docs/guides/metric.md")
         if not all(n in inputs for n in needs):
             continue
         try:

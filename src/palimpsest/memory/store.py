@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..core.errors import PalimpsestError
+from ..core.errors import PalimpsestError, close_matches, did_you_mean
 from .clock import SystemClock
 from .embed import EMBEDDERS, Embedder
 from .index import VECTOR_INDEXES
@@ -436,12 +436,11 @@ class MemoryStore:
             elif isinstance(field, str) and field in known:
                 target = f"json_extract(metadata_json, '$.{field}')"
             else:
-                import difflib
                 names = sorted(known | set(FIELDS))
-                close = difflib.get_close_matches(str(field), names, n=3, cutoff=0.5)
+                close = close_matches(field, names, n=3)
                 raise MemoryStoreError(f"filter on unknown field {field!r}", expected=f"a metadata field of a stored "
                                        f"memory or one of {', '.join(FIELDS)}", got=repr(field),
-                                       fix=f"did you mean {', '.join(map(repr, close))}?" if close else
+                                       fix=did_you_mean(close) if close else
                                        f"fields in this store: {', '.join(names)}")
             ops = condition if isinstance(condition, dict) else {"eq": condition}
             if not ops:

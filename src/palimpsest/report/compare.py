@@ -12,7 +12,6 @@ CSVs render that comparison; the page is built from report/page.py's skeleton li
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import html
 import io
@@ -29,7 +28,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..core.errors import PalimpsestError
+from ..core.errors import PalimpsestError, close_matches, did_you_mean
 from ..evaluate.compare import MISSING, Paired, paired, settings_diff
 from ..evaluate.metrics import METRIC_NAMES, compute_metrics
 from ..run.store.db import ResultsDB
@@ -319,10 +318,10 @@ def resolve_metrics(experiments: Sequence[StoredExperiment], requested: Sequence
             key = f"{name}/{view}"
         if key not in common:
             where = [e.id for e in experiments if key not in _available(e)]
-            close = difflib.get_close_matches(key, sorted(common), n=3, cutoff=0.5)
+            close = close_matches(key, sorted(common), n=3)
             raise PalimpsestError(f"metric {name!r} is not stored for every experiment (missing in {', '.join(where)})",
                                   expected="a metric of every experiment: " + ", ".join(sorted(common, key=metric_sort_key)),
-                                  got=name, fix=f"did you mean {' or '.join(close)}?" if close else
+                                  got=name, fix=did_you_mean(close) if close else
                                   "pick one from the expected list")
         if key not in out:
             out.append(key)

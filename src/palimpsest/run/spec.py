@@ -209,7 +209,7 @@ def model_problems(model: Any, path: str) -> list[str]:
     if known(MODELS, name, f"{path}.name", problems) and isinstance(settings, dict):
         import inspect
 
-        from ..core.config import close_matches, did_you_mean
+        from ..core.errors import close_matches, did_you_mean
         params = inspect.signature(MODELS.get(name).obj).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             accepted = [p for p in params if p != "input_shape"]   # the data decides the input shape
