@@ -108,6 +108,10 @@ class Strategy:
     label_free: ClassVar[bool] = False
     # What the model must have (e.g. {"batchnorm"}); the conformance suite builds a model that has it.
     model_requirements: ClassVar[frozenset[str]] = frozenset()
+    # Training settings without which the method does not learn at all (NAPA-VQ's squared-distance
+    # losses diverge under plain SGD at usual rates: {"optimizer": "adam", "lr": 1e-3}); the
+    # conformance suite trains it with them, and its recipes set them.
+    training_requirements: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **settings: Any) -> None:
         self.config = validate(self.Config, settings, f"strategy {self.name!r}")
@@ -247,6 +251,7 @@ class Composite(Strategy):
         self.unsupported = frozenset().union(*(m.unsupported for m in self.members))
         self.accumulation_safe = all(m.accumulation_safe for m in self.members)
         self.label_free = all(m.label_free for m in self.members)
+        self.training_requirements = {k: v for m in self.members for k, v in m.training_requirements.items()}
 
     def prepare(self, model):
         for m in self.members:
