@@ -81,3 +81,15 @@ def test_napa_vq_beats_lwf_in_class_incremental_learning_without_exemplars(digit
     # measured (seed 0, hidden 16, 5 epochs; LwF SGD 0.05, NAPA-VQ Adam 1e-3, its declared training):
     # LwF 18.3 % with every test image called one of the last two classes; NAPA-VQ 53.9 % and 14.4 %
     assert napa_accuracy > lwf_accuracy + 0.2 and napa_bias < lwf_bias - 0.5
+
+
+def test_a_spec_without_the_papers_optimizer_is_warned_about():
+    from palimpsest.core.registry import STRATEGIES
+    from palimpsest.learn import TrainingConfig
+    strategy = STRATEGIES.create("napa_vq")
+    with pytest.warns(RuntimeWarning, match="meant to train with"):
+        strategy.check_training(TrainingConfig(lr=0.05))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        strategy.check_training(TrainingConfig(optimizer="adam", lr=1e-3))

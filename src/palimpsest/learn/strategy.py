@@ -30,6 +30,7 @@ member's hooks in order; the loss is the main strategy's `batch_loss` plus each 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -133,6 +134,11 @@ class Strategy:
                               got=stream.name, fix="pick another strategy or scenario")
 
     def check_training(self, training: TrainingConfig) -> None:
+        unmet = {k: v for k, v in self.training_requirements.items() if getattr(training, k, v) != v}
+        if unmet:
+            got = {k: getattr(training, k) for k in unmet}
+            warnings.warn(f"strategy {self.name!r} is meant to train with {unmet} (plain settings may not learn at all), "
+                          f"got {got}; set them under the strategy's `training:` in the spec", RuntimeWarning, stacklevel=2)
         if training.accumulation > 1 and not self.accumulation_safe:
             raise ConfigError(f"strategy {self.name!r} does not support gradient accumulation",
                               expected="training.accumulation: 1 (its step hooks read each mini-batch)",
