@@ -1,6 +1,6 @@
-"""NAPA-VQ: Malepathirana, Senanayake, Vidanaarachchi and Halgamuge, "NAPA-VQ: Neighborhood-Aware
-Prototype Augmentation with Vector Quantization for Continual Learning", ICCV 2023. Followed: the
-paper and the authors' code (github.com/TamashaM/NAPA-VQ, NAPAVQ.py and losses/na_loss.py).
+"""NAPA-VQ: Malepathirana, Senanayake and Halgamuge, "NAPA-VQ: Neighborhood-Aware Prototype
+Augmentation with Vector Quantization for Continual Learning", ICCV 2023. Followed: the paper and the
+authors' code (github.com/TamashaM/NAPA-VQ, NAPAVQ.py and losses/na_loss.py).
 
 Non-exemplar class-incremental learning: no example of an earlier experience is kept, only one mean
 feature (prototype) per class. The feature space is quantised by coding vectors (CVs), one per class
@@ -30,13 +30,14 @@ and rotation: as in PASS, every image is also seen rotated by 90, 180 and 270 de
 
 Code settings: T 0.1, pa_weight 10, kd_weight 10, k = 15 neighbours, edge decay 0.9, cut at 0.9^10,
 CV SGD lr 5 (0.5 after the first task), network Adam 1e-3 (1e-4 after the first task), batch 64,
-100 epochs, ResNet-18 with 512 features.
+100 epochs, ResNet-18 with 512 features, a first task of half the classes (CIFAR-100: 50 + 5 x 10).
 
-Departures: our backbones (an MLP on Fashion-MNIST) and epochs; the network's optimizer is the run's
+Departures: our backbones (an MLP on Fashion-MNIST), epochs and splits (equal tasks); the network's optimizer is the run's
 (`training:` of the spec), one learning rate for every experience, no step decay of either learning
 rate; the CVs' SGD step is made in `after_step`, outside the run's optimizer (the paper's second
 optimizer), so gradient accumulation is refused. `rotations: 1` drops the rotation labels (needed
-for inputs that are not square images). The class prototypes are computed on the experience's own
+for inputs that are not square images); with only 2 coding vectors per experience the code's CV
+learning rate 5 then diverges (split Fashion-MNIST, 2 classes per experience): use cv_lr 0.5. The class prototypes are computed on the experience's own
 training data at its start and end, also in online streams, where that is a second look at data
 the stream has already shown.
 """
