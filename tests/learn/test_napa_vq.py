@@ -43,7 +43,7 @@ def test_the_neighbourhood_loss_contrasts_only_with_graph_neighbours():
 
 
 def test_old_coding_vectors_stay_while_new_ones_learn(digits_stream):
-    strategy, model, ctx = fit("napa_vq", digits_stream, steps=1)
+    strategy, _, ctx = fit("napa_vq", digits_stream, steps=1)
     assert strategy.vq["has_prototype"][:8].all() and not strategy.vq["has_prototype"][8:].any()
     before = strategy.vq["cvs"].detach().clone()
     from palimpsest.learn import train_step
@@ -56,7 +56,7 @@ def test_old_coding_vectors_stay_while_new_ones_learn(digits_stream):
 
 
 def test_augmented_prototypes_lie_between_an_old_class_and_a_neighbour(digits_stream):
-    strategy, model, ctx = fit("napa_vq", digits_stream, steps=1)
+    strategy, _, ctx = fit("napa_vq", digits_stream, steps=1)
     exp = digits_stream.train[1]
     strategy.before_experience(ctx, exp)
     features, labels = strategy.augmented_prototypes(200, ctx.device)

@@ -71,7 +71,7 @@ def test_distillation_pulls_nothing_for_an_unchanged_model_and_reaches_the_old_p
 
 
 def run_class_il(name, stream, settings=None, seed=0):
-    strategy, model, ctx = fit(name, stream, seed=seed, settings=settings, epochs=5)
+    strategy, _, ctx = fit(name, stream, seed=seed, settings=settings, epochs=5)
     return evaluate(strategy, ctx, stream)
 
 

@@ -43,7 +43,7 @@ the stream has already shown.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -98,7 +98,8 @@ class NAPAVQ(Strategy):
 
     name = "napa_vq"
     accumulation_safe = False    # the coding vectors step in after_step with the last micro-batch's gradient
-    training_requirements = {"optimizer": "adam", "lr": 1e-3}   # the paper's; plain SGD at 0.05 kills the features
+    # the paper's optimizer; plain SGD at lr 0.05 kills the features
+    training_requirements: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-3}
 
     class Config(Settings):
         rotations: Literal[1, 4] = Field(4, description="4: each image also rotated by 90, 180, 270 degrees with its "
