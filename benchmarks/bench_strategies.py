@@ -2,10 +2,12 @@
 
 Split Fashion-MNIST class-incremental (5 x 2), MLP 784-256-256-10, SGD lr 0.05, batch 128, one epoch
 per experience, one CPU thread, denormals flushed. Each strategy runs with its tuned defaults for
-fashion_mnist/class (learn/defaults.py). The strategies take turns repetition by repetition, so a
-busy neighbour slows them alike; the reported number is the median over repetitions of
-(strategy time / naive time in the same repetition). Replay sampling and the regularisers' extra
-passes show up here. Also: the end-to-end wall time of the built-in quickstart (`palimpsest run`).
+fashion_mnist/class (learn/defaults.py), built as the runner builds it (`prepare`, `parameters`) and
+with the training it declares it needs (`training_requirements`: NAPA-VQ's Adam). The strategies
+take turns repetition by repetition, so a busy neighbour slows them alike; the reported number is
+the median over repetitions of (strategy time / naive time in the same repetition). Replay sampling
+and the regularisers' extra passes show up here. Also: the end-to-end wall time of the built-in
+quickstart (`palimpsest run`).
 
     python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart] [--only er,pcr]
 
@@ -44,8 +46,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "strategies.json"
 def time_strategy(name: str, stream, training: TrainingConfig) -> float:
     strategy = STRATEGIES.create(name, **defaults_for(name, "fashion_mnist", "class"))
     seed_everything(derive_seed(0, "init"))
-    model = create_model("mlp", stream=stream)
-    ctx = TrainContext(model, make_optimizer(model.parameters(), training), stream, training, torch.device("cpu"), 0)
+    model = strategy.prepare(create_model("mlp", stream=stream))   # as the runner builds it (PRD adds a projector)
+    training = training.model_copy(update=strategy.training_requirements)   # NAPA-VQ trains with Adam
+    ctx = TrainContext(model, make_optimizer(strategy.parameters(model), training), stream, training,
+                       torch.device("cpu"), 0)
     strategy.setup(ctx)
     total = 0.0
     for k, ids in enumerate(strategy.schedule(stream)):

@@ -1,9 +1,10 @@
 """One suite over every registered strategy (sklearn's parametrize_with_checks idea).
 
 A strategy that cannot run in a scenario declares it in `unsupported`, a model it needs in
-`model_requirements`, a method that never reads labels `label_free`; the tester reads those
-declarations and never special-cases a strategy by name. Models are built as the runner builds
-them: created, prepared by the strategy, then an optimizer over the strategy's parameters.
+`model_requirements`, the training it needs `training_requirements`, a method that never reads
+labels `label_free`; the tester reads those declarations and never special-cases a strategy by
+name. Models are built as the runner builds them: created, prepared by the strategy, then an
+optimizer over the strategy's parameters.
 """
 import copy
 
@@ -50,7 +51,8 @@ def start(name, stream, seed=0, settings=None, epochs=1, frozen=()):
     if frozen:
         freeze(model, frozen)
     model = strategy.prepare(model)
-    cfg = TrainingConfig(epochs=1 if stream.online_batch_size else epochs, batch_size=32, lr=0.05)
+    cfg = TrainingConfig(**{"epochs": 1 if stream.online_batch_size else epochs, "batch_size": 32, "lr": 0.05,
+                            **strategy.training_requirements})
     ctx = TrainContext(model, make_optimizer(strategy.parameters(model), cfg), stream, cfg, torch.device("cpu"), seed)
     strategy.setup(ctx)
     return strategy, ctx, strategy.schedule(stream)

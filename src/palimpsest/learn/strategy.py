@@ -30,6 +30,7 @@ member's hooks in order; the loss is the main strategy's `batch_loss` plus each 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -108,6 +109,10 @@ class Strategy:
     label_free: ClassVar[bool] = False
     # What the model must have (e.g. {"batchnorm"}); the conformance suite builds a model that has it.
     model_requirements: ClassVar[frozenset[str]] = frozenset()
+    # Training settings without which the method does not learn at all (NAPA-VQ's squared-distance
+    # losses diverge under plain SGD at usual rates: {"optimizer": "adam", "lr": 1e-3}); the
+    # conformance suite trains it with them, and its recipes set them.
+    training_requirements: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **settings: Any) -> None:
         self.config = validate(self.Config, settings, f"strategy {self.name!r}")
@@ -129,6 +134,11 @@ class Strategy:
                               got=stream.name, fix="pick another strategy or scenario")
 
     def check_training(self, training: TrainingConfig) -> None:
+        unmet = {k: v for k, v in self.training_requirements.items() if getattr(training, k, v) != v}
+        if unmet:
+            got = {k: getattr(training, k) for k in unmet}
+            warnings.warn(f"strategy {self.name!r} is meant to train with {unmet} (plain settings may not learn at all), "
+                          f"got {got}; set them under the strategy's `training:` in the spec", RuntimeWarning, stacklevel=2)
         if training.accumulation > 1 and not self.accumulation_safe:
             raise ConfigError(f"strategy {self.name!r} does not support gradient accumulation",
                               expected="training.accumulation: 1 (its step hooks read each mini-batch)",
@@ -247,6 +257,7 @@ class Composite(Strategy):
         self.unsupported = frozenset().union(*(m.unsupported for m in self.members))
         self.accumulation_safe = all(m.accumulation_safe for m in self.members)
         self.label_free = all(m.label_free for m in self.members)
+        self.training_requirements = {k: v for m in self.members for k, v in m.training_requirements.items()}
 
     def prepare(self, model):
         for m in self.members:
