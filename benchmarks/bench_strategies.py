@@ -7,7 +7,10 @@ busy neighbour slows them alike; the reported number is the median over repetiti
 (strategy time / naive time in the same repetition). Replay sampling and the regularisers' extra
 passes show up here. Also: the end-to-end wall time of the built-in quickstart (`palimpsest run`).
 
-    python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart] [--only er,pcr]
+    python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart] [--only er,pcr,er+fpf]
+
+A name joined with `+` (`er+fpf`) is the first strategy with the others as plug-ins, as a spec's
+`plus:` builds it.
 
 Results: stdout and benchmarks/results/strategies.json.
 """
@@ -34,15 +37,21 @@ from palimpsest.core.registry import STRATEGIES  # noqa: E402
 from palimpsest.core.seeding import derive_seed, seed_everything  # noqa: E402
 from palimpsest.data.datasets import load_dataset  # noqa: E402
 from palimpsest.data.scenarios import class_incremental  # noqa: E402
-from palimpsest.learn import TrainContext, TrainingConfig, make_optimizer, merge, train_step  # noqa: E402
+from palimpsest.learn import Composite, TrainContext, TrainingConfig, make_optimizer, merge, train_step  # noqa: E402
 from palimpsest.learn.defaults import defaults_for  # noqa: E402
 from palimpsest.models import create_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "strategies.json"
 
 
+def build(name: str):
+    """The strategy `name`, or for `main+plugin+...` the main strategy with those plug-ins."""
+    members = [STRATEGIES.create(n, **defaults_for(n, "fashion_mnist", "class")) for n in name.split("+")]
+    return members[0] if len(members) == 1 else Composite(members[0], members[1:])
+
+
 def time_strategy(name: str, stream, training: TrainingConfig) -> float:
-    strategy = STRATEGIES.create(name, **defaults_for(name, "fashion_mnist", "class"))
+    strategy = build(name)
     seed_everything(derive_seed(0, "init"))
     model = create_model("mlp", stream=stream)
     ctx = TrainContext(model, make_optimizer(model.parameters(), training), stream, training, torch.device("cpu"), 0)
