@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--no-quickstart", action="store_true")
     parser.add_argument("--only", default=None, help="comma-separated strategies to time (naive is always timed)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per experience (view-batch keeps its budget "
+                        "only when epochs >= its views)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     reps = args.reps or (1 if args.quick else 3)
@@ -88,7 +90,7 @@ def main() -> None:
     if args.quick:
         data = data.subsample(10_000, None, seed=0)
     stream = class_incremental(data, 5)
-    training = TrainingConfig(epochs=1, batch_size=128, lr=0.05, device="cpu")
+    training = TrainingConfig(epochs=args.epochs, batch_size=128, lr=0.05, device="cpu")
     names = STRATEGIES.names()
     if args.only:
         names = ["naive", *[n for n in args.only.split(",") if n and n != "naive"]]
@@ -109,7 +111,7 @@ def main() -> None:
                    "seconds": times[n]}
         print(f"{n:<16}{rows[n]['median_seconds']:>10.2f}{rows[n]['ratio_to_naive']:>10.2f}")
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-              "repetitions": reps, "strategies": rows}
+              "repetitions": reps, "epochs": args.epochs, "strategies": rows}
     if not args.no_quickstart:
         result["quickstart_seconds"] = quickstart_seconds()
         print(f"quickstart end to end (palimpsest run, 1 thread): {result['quickstart_seconds']:.1f} s")
