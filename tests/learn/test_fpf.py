@@ -9,11 +9,11 @@ from palimpsest.core.errors import ConfigError
 from palimpsest.core.registry import STRATEGIES
 from palimpsest.data import class_incremental
 from palimpsest.evaluate import evaluate_stream
-from palimpsest.learn import Composite
+from palimpsest.learn import Composite, train_step
 from palimpsest.learn.fpf import forgetting_prone, module_drift
 from palimpsest.models import create_model
 
-from .test_refresh import run
+from .test_refresh import context, run
 
 
 def test_the_forgetting_prone_modules_are_the_last_layers_and_the_norms(digits):
@@ -86,3 +86,19 @@ def test_fpf_with_zero_steps_trains_exactly_as_its_base(digits_stream):
     plain = weights(STRATEGIES.create("er", buffer_size=30))
     same = weights(Composite(STRATEGIES.create("er", buffer_size=30), [STRATEGIES.create("fpf", steps=0)]))
     assert torch.equal(plain, same)
+
+
+def test_the_classifier_drifts_most_during_a_new_experience(digits_stream):
+    """The paper's measurement: during each new experience the classifier moves much more, relative
+    to its size, than the layers below it (measured, seed 0: 0.33-0.53 against 0.13-0.19)."""
+    fpf = STRATEGIES.create("fpf", steps=0)
+    torch.manual_seed(0)
+    model = create_model("mlp", stream=digits_stream, hidden=(32, 32))
+    ctx = context(digits_stream, fpf, model=model)
+    ctx.training = ctx.training.model_copy(update={"epochs": 3})
+    for k in range(5):
+        ctx.step = k
+        train_step(ctx, fpf, digits_stream.train[k])
+    assert len(fpf.drift) == 5
+    for drift in fpf.drift[1:]:
+        assert drift["head"] > 2 * max(drift["backbone.1"], drift["backbone.3"])
