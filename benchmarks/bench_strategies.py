@@ -9,7 +9,10 @@ the median over repetitions of (strategy time / naive time in the same repetitio
 and the regularisers' extra passes show up here. Also: the end-to-end wall time of the built-in
 quickstart (`palimpsest run`).
 
-    python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart] [--only er,pcr]
+    python benchmarks/bench_strategies.py [--quick] [--reps N] [--no-quickstart] [--only er,pcr,er+fpf]
+
+A name joined with `+` (`er+fpf`) is the first strategy with the others as plug-ins, as a spec's
+`plus:` builds it.
 
 Results: stdout and benchmarks/results/strategies.json.
 """
@@ -36,15 +39,21 @@ from palimpsest.core.registry import STRATEGIES  # noqa: E402
 from palimpsest.core.seeding import derive_seed, seed_everything  # noqa: E402
 from palimpsest.data.datasets import load_dataset  # noqa: E402
 from palimpsest.data.scenarios import class_incremental  # noqa: E402
-from palimpsest.learn import TrainContext, TrainingConfig, make_optimizer, merge, train_step  # noqa: E402
+from palimpsest.learn import Composite, TrainContext, TrainingConfig, make_optimizer, merge, train_step  # noqa: E402
 from palimpsest.learn.defaults import defaults_for  # noqa: E402
 from palimpsest.models import create_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "strategies.json"
 
 
+def build(name: str):
+    """The strategy `name`, or for `main+plugin+...` the main strategy with those plug-ins."""
+    members = [STRATEGIES.create(n, **defaults_for(n, "fashion_mnist", "class")) for n in name.split("+")]
+    return members[0] if len(members) == 1 else Composite(members[0], members[1:])
+
+
 def time_strategy(name: str, stream, training: TrainingConfig) -> float:
-    strategy = STRATEGIES.create(name, **defaults_for(name, "fashion_mnist", "class"))
+    strategy = build(name)
     seed_everything(derive_seed(0, "init"))
     model = strategy.prepare(create_model("mlp", stream=stream))   # as the runner builds it (PRD adds a projector)
     training = training.model_copy(update=strategy.training_requirements)   # NAPA-VQ trains with Adam
@@ -76,6 +85,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--no-quickstart", action="store_true")
     parser.add_argument("--only", default=None, help="comma-separated strategies to time (naive is always timed)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per experience (view-batch keeps its budget "
+                        "only when epochs >= its views)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     reps = args.reps or (1 if args.quick else 3)
@@ -83,7 +94,7 @@ def main() -> None:
     if args.quick:
         data = data.subsample(10_000, None, seed=0)
     stream = class_incremental(data, 5)
-    training = TrainingConfig(epochs=1, batch_size=128, lr=0.05, device="cpu")
+    training = TrainingConfig(epochs=args.epochs, batch_size=128, lr=0.05, device="cpu")
     names = STRATEGIES.names()
     if args.only:
         names = ["naive", *[n for n in args.only.split(",") if n and n != "naive"]]
@@ -104,7 +115,7 @@ def main() -> None:
                    "seconds": times[n]}
         print(f"{n:<16}{rows[n]['median_seconds']:>10.2f}{rows[n]['ratio_to_naive']:>10.2f}")
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-              "repetitions": reps, "strategies": rows}
+              "repetitions": reps, "epochs": args.epochs, "strategies": rows}
     if not args.no_quickstart:
         result["quickstart_seconds"] = quickstart_seconds()
         print(f"quickstart end to end (palimpsest run, 1 thread): {result['quickstart_seconds']:.1f} s")

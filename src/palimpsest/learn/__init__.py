@@ -3,6 +3,7 @@ from . import (agem, cumulative, der, dkvb, er, er_ace, ewc, from_scratch, gdumb
                lwf, mas, naive, si, tent)
 from . import pcr, refresh, uer, wa  # noqa: F401  (seed methods, issue 14)
 from . import napa_vq, prd  # noqa: F401  (replay-free prototype methods, issue 14)
+from . import fpf, view_batch  # noqa: F401  (seed methods, issue 14)
 from ..data.batch import Batch
 from ..data.scenarios import merge
 from ..train.batching import shuffled_batches

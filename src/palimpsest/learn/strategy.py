@@ -8,6 +8,9 @@ Hooks (called by `learn.trainer.train_step`, in this order for each training ste
   before_experience(ctx, exp)  e.g. snapshot weights, reinitialise, compute importances
   training_data(ctx, exp) -> exp   what to train on (default: the experience; GDumb: its buffer)
   passes(ctx) -> (epochs, batch size)   default: the training settings (online: one pass)
+  adjust_passes(ctx, epochs, batch size) -> (epochs, batch size)   how a plug-in reshapes the passes
+                               of the strategy it is composed with (view-batch: fewer distinct rows
+                               per batch, fewer passes); default: unchanged
   per mini-batch (driven by the one loop, train/loop.py; `values` is a fresh dict per mini-batch
   that carries what one hook computes for a later one, never the strategy object):
     prepare_batch(ctx, batch, values) -> batch   e.g. append replayed examples (ER)
@@ -165,6 +168,10 @@ class Strategy:
         online = ctx.stream.online_batch_size
         return (1, online) if online else (ctx.training.epochs, ctx.training.batch_size)
 
+    def adjust_passes(self, ctx: TrainContext, epochs: int, batch_size: int) -> tuple[int, int]:
+        """Composed as a plug-in, reshape the main strategy's (epochs, batch size); default: as they are."""
+        return epochs, batch_size
+
     def prepare_batch(self, ctx: TrainContext, batch: Batch, values: dict) -> Batch:
         return batch
 
@@ -293,7 +300,10 @@ class Composite(Strategy):
         return exp
 
     def passes(self, ctx):
-        return self.main.passes(ctx)
+        epochs, batch_size = self.main.passes(ctx)
+        for m in self.plugins:
+            epochs, batch_size = m.adjust_passes(ctx, epochs, batch_size)
+        return epochs, batch_size
 
     def prepare_batch(self, ctx, batch, values):
         for m in self.members:
