@@ -2,6 +2,7 @@
 from . import (agem, cumulative, der, dkvb, er, er_ace, ewc, from_scratch, gdumb, icarl, joint, l2, lora,  # noqa: F401
                lwf, mas, naive, si, tent)
 from . import pcr, refresh, uer, wa  # noqa: F401  (seed methods, issue 14)
+from . import onpro  # noqa: F401  (seed method OnPro, issue 14)
 from ..data.batch import Batch
 from ..data.scenarios import merge
 from ..train.batching import shuffled_batches
