@@ -49,7 +49,9 @@ their exact lambda); views are `data.augment`'s "strong" recipe (resized crop, f
 of crop, flip and colour-to-grey; self pairs are left out of every contrastive term. The code replays
 64 buffer examples per step (at most 7 per class seen); here `replay_batch_size` (default: as many as
 the incoming batch) sets m, so OnPro can be compared with ER at an equal replay budget. The code's
-Adam at lr 5e-4 is the recipe's optimizer here.
+Adam at lr 5e-4 is the recipe's optimizer here. The defaults are the code's (4 rotations, strong
+views); recipes/cl_online_proxy_replay_fmnist.yaml turns the rotations off and uses the weak views,
+which suit its MLP on Fashion-MNIST better (the numbers are in the recipe).
 """
 from __future__ import annotations
 
