@@ -26,9 +26,18 @@ example. The buffer therefore keeps each example's logits and features from the 
 
 Departures: augmentations are `data.augment`'s "strong" recipe (resized crop 0.2-1, flip, noise),
 the grayscale analogue of the code's crop, flip, colour jitter and grayscale. Stored logits are the
-unmasked cosine logits over every class, as the code's fixed head gives them. The HPCR paper also
-describes anchor-to-sample pairs in its contrastive part; the published code does not use them, and
-neither does this module.
+unmasked cosine logits over every class, as the code's fixed head gives them.
+
+HPCR's contrastive component (the paper; the published code leaves it out): anchor-to-sample pairs
+join PCR's anchor-to-proxy pairs, each anchor's contrast set being the proxies of the batch's rows
+and every other row of the batch, its positives its class's proxy and the other rows of its class
+(`proxy_sample_contrastive`). The paper adds them conditionally, through a step function of the
+training batch's size (they help with large batches); `sample_pairs_min_batch` is that step's
+threshold in rows. The paper's threshold value was not available to us: the default 0 always adds
+the pairs, None never does (the code's behaviour). The temperature component follows the code: the
+softmax temperature T = 0.09 stays fixed and the loss is scaled by tau_s in [0.09/0.16, 0.09/0.05],
+which is the gradient's temperature moving between 0.05 and 0.16. The distillation weights are the
+code's for CIFAR-100 (alpha 0.1, beta 0.5); for 10 classes the code uses alpha 0.01.
 """
 from __future__ import annotations
 
