@@ -78,3 +78,33 @@ def test_proxy_contrastive_replay_beats_er_online(digits):
     pcr_accuracy, pcr_bias = run_online("pcr", digits)
     # measured (seed 0, buffer 100): ER 42%, PCR 70%, with 72% and 31% of predictions in the last two classes
     assert pcr_accuracy > er_accuracy + 0.15 and pcr_bias < er_bias - 0.2
+
+
+def test_hpcr_anchor_to_sample_pairs_pull_rows_of_a_class_together():
+    from palimpsest.learn.pcr import proxy_sample_contrastive
+    torch.manual_seed(0)
+    proxies = torch.nn.functional.normalize(torch.eye(3, 8), dim=1)
+    targets = torch.tensor([0, 0, 1, 1, 2, 2])
+    near = torch.nn.functional.normalize(proxies[targets] + 0.05 * torch.randn(6, 8), dim=1)
+    apart = near.clone()
+    apart[1] = torch.nn.functional.normalize(proxies[0] + 1.0 * torch.randn(8), dim=0)
+    assert proxy_sample_contrastive(near, targets, proxies, 0.1) < proxy_sample_contrastive(apart, targets, proxies, 0.1)
+    # the sample-to-sample part moves one row's feature towards another row of its class: PCR's does not
+    rows = near.clone().requires_grad_(True)
+    proxy_sample_contrastive(rows, targets, proxies, 0.1).backward()
+    with_pairs = rows.grad[0].clone()
+    rows.grad = None
+    from palimpsest.train.losses import supervised_contrastive
+    supervised_contrastive(rows, targets, proxies[targets], targets, 0.1).backward()
+    assert not torch.allclose(with_pairs, rows.grad[0], atol=1e-4)
+
+
+def test_hpcr_sample_pairs_follow_the_batch_size_step(digits_stream):
+    from palimpsest.core.registry import STRATEGIES
+    features, targets = torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    strategy, model, ctx = fit("hpcr", digits_stream, settings={"buffer_size": 40}, steps=0)
+    small = STRATEGIES.create("hpcr", sample_pairs_min_batch=9)
+    never = STRATEGIES.create("hpcr", sample_pairs_min_batch=None)
+    pcr_only = never.contrastive(ctx, features, targets)
+    assert torch.equal(small.contrastive(ctx, features, targets), pcr_only)        # 8 rows < 9: PCR's pairs only
+    assert not torch.equal(strategy.contrastive(ctx, features, targets), pcr_only)  # default 0: with sample pairs

@@ -1,9 +1,7 @@
 """Continual-learning strategies. Importing this package registers every built-in strategy."""
 from . import (agem, cumulative, der, dkvb, er, er_ace, ewc, from_scratch, gdumb, icarl, joint, l2, lora,  # noqa: F401
                lwf, mas, naive, si, tent)
-from . import pcr, refresh, uer, wa  # noqa: F401  (seed methods, issue 14)
-from . import napa_vq, prd  # noqa: F401  (replay-free prototype methods, issue 14)
-from . import fpf, view_batch  # noqa: F401  (seed methods, issue 14)
+from . import fpf, napa_vq, onpro, pcr, prd, refresh, uer, view_batch, wa  # noqa: F401  (seed methods, issue 14)
 from ..data.batch import Batch
 from ..data.scenarios import merge
 from ..train.batching import shuffled_batches
