@@ -2,16 +2,24 @@
 the same size, for several unlearning methods?
 
 For each seed of a finished memorising benchmark (`palimpsest run recipes/unlearn_fmnist_memorise.yaml`,
-same --root): load that seed's original model, select the worst-case forget set of `--size`
-examples by the bi-level selection of forget/worst_case.py (gradient ascent as the lower level),
-then run one unlearning experiment with two requests, the worst-case set (`kind: indices`) and a
+same --root): load that seed's original model and the per-example attack's reference models, select
+the worst-case forget set of `--size` examples by the bi-level selection of forget/worst_case.py
+(`--objective retrain_gap`, the default: the set whose true-label probability after the lower
+level stays farthest above what the reference models that left each image out give it;
+`forget_loss`: the paper's objective, the set best remembered after unlearning; gradient ascent as
+the lower level), then run one unlearning experiment with two requests, the worst-case set (`kind: indices`) and a
 random set of the same size, and the methods (default: finetune, gradient_ascent, neggrad_plus,
 random_labels), audited against the model retrained without each set (the original and the
 attack's reference models are reused from the root). Per method: forget-accuracy gap and privacy
 gap to the retrained model, and the verdict, worst-case vs random.
 
     python benchmarks/bench_worst_case.py --root palimpsest-results [--seeds 0,1,2] [--size 250]
+                                          [--objective retrain_gap|forget_loss]
                                           [--out benchmarks/results/worst_case.json]
+
+The selection reads the same reference models as the audit's per-example attack, so the privacy gap
+of a worst-case set is measured with the models that chose it; the forget-accuracy gap is measured
+against the model retrained without the set, which the selection never sees.
 """
 from __future__ import annotations
 
@@ -26,12 +34,32 @@ import torch
 import yaml
 
 from palimpsest.core.seeding import configure_torch
-from palimpsest.forget.worst_case import forget_loss_after_ascent, worst_case_forget_set
+from palimpsest.evaluate.mia import ReferenceModels
+from palimpsest.forget.worst_case import (OBJECTIVES, after_lower_level, out_of_training_confidence,
+                                          worst_case_forget_set)
 from palimpsest.run import ResultsDB, load_model
-from palimpsest.run.kinds.unlearn import load_training_data, run_unlearning
+from palimpsest.run.kinds.unlearn import load_training_data, model_factory, run_unlearning
 from palimpsest.run.spec import parse_spec
+from palimpsest.run.store.files import load_state
 
 KEYS = ("forget_accuracy", "privacy_gap", "reference_mia_auc", "test_accuracy")
+
+
+def reference_models(root: Path, spec, data, seed: int) -> ReferenceModels:
+    """The per-example attack's reference models of this seed's original, as the run stored them."""
+    a = spec.audits.reference_mia
+    with ResultsDB(root, create=False) as db:
+        entry = db.model_entry(f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}")
+    if entry is None:
+        raise SystemExit(f"no reference models for seed {seed} under {root}: run the memorising benchmark first")
+    saved = load_state(root / entry["path"])
+    make = model_factory(spec.train.model, data.input_shape, data.n_classes)
+    models = []
+    for weights in saved["models"]:
+        model = make()
+        model.load_state_dict(weights)
+        models.append(model.eval())
+    return ReferenceModels(models, saved["masks"].numpy(), int(saved["seed"]))
 
 
 def main() -> None:
@@ -40,6 +68,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--size", type=int, default=250)
     ap.add_argument("--methods", default="finetune,gradient_ascent,neggrad_plus,random_labels")
+    ap.add_argument("--objective", default="retrain_gap", choices=OBJECTIVES)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "worst_case.json"))
     args = ap.parse_args()
     configure_torch(1)
@@ -52,12 +81,19 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         model, _ = load_model(root, f"{exp['id']}/seed{seed}/request0/original")
-        chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed)
+        q = out_of_training_confidence(reference_models(root, parse_spec(base), data, seed), data.x_train, data.y_train)
+        chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed,
+                                       objective=args.objective, out_confidence=q)
         worst = chosen["indices"]
         random = np.random.default_rng(seed).choice(len(data.y_train), args.size, replace=False)
-        selection = {"objective_first": chosen["objective"][0], "objective_last": chosen["objective"][-1],
-                     "loss_after_ascent_worst": forget_loss_after_ascent(model, data.x_train, data.y_train, worst),
-                     "loss_after_ascent_random": forget_loss_after_ascent(model, data.x_train, data.y_train, random),
+        after = {side: after_lower_level(model, data.x_train, data.y_train, idx)
+                 for side, idx in (("worst", worst), ("random", random))}
+        selection = {"objective": args.objective, "objective_first": chosen["objective"][0],
+                     "objective_last": chosen["objective"][-1],
+                     **{f"loss_after_ascent_{k}": v["loss"] for k, v in after.items()},
+                     **{f"out_confidence_{k}": float(q[idx].mean()) for k, idx in (("worst", worst), ("random", random))},
+                     **{f"gap_after_ascent_{k}": float(after[k]["correct_prob"].mean() - q[idx].mean())
+                        for k, idx in (("worst", worst), ("random", random))},
                      "worst_classes": np.bincount(data.y_train[torch.as_tensor(worst)].numpy(), minlength=10).tolist()}
         print(f"seed {seed}: selection {selection}", flush=True)
         spec = dict(base, name="unlearn_fmnist_worst_case", seeds=[seed],
@@ -92,7 +128,7 @@ def main() -> None:
         print(f"{label:<16} {100 * s['worst']['forget_gap']:+6.1f} vs {100 * s['random']['forget_gap']:+6.1f} points"
               f"                 {s['worst']['privacy_gap']:+.3f} vs {s['random']['privacy_gap']:+.3f}"
               f"          {s['worst']['matches']}/{s['worst']['n']} vs {s['random']['matches']}/{s['random']['n']}")
-    out = {"source": exp["id"], "size": args.size, "rows": rows, "summary": summary, "torch": torch.__version__,
+    out = {"source": exp["id"], "size": args.size, "objective": args.objective, "rows": rows, "summary": summary, "torch": torch.__version__,
            "machine": platform.machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
