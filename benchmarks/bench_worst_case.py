@@ -16,6 +16,7 @@ gap to the retrained model, and the verdict, worst-case vs random.
     python benchmarks/bench_worst_case.py --root palimpsest-results [--seeds 0,1,2] [--size 250]
                                           [--objective retrain_gap|forget_loss]
                                           [--out benchmarks/results/worst_case.json]
+    python benchmarks/bench_worst_case.py --summarise benchmarks/results/worst_case.json
 
 The selection reads the same reference models as the audit's per-example attack, so the privacy gap
 of a worst-case set is measured with the models that chose it; the forget-accuracy gap is measured
@@ -62,6 +63,43 @@ def reference_models(root: Path, spec, data, seed: int) -> ReferenceModels:
     return ReferenceModels(models, saved["masks"].numpy(), int(saved["seed"]))
 
 
+def _mean_std(values) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per method and side (worst, random): forget-accuracy gap to the retrained model (points) and
+    privacy gap (AUC points), mean ± sample std over seeds, and verdicts matching retraining; printed."""
+    table = {}
+    for r in rows:
+        if "label" not in r or r["status"] != "finished":
+            continue
+        ref = next(x for x in rows if x.get("label") == "retrain" and x["seed"] == r["seed"]
+                   and x["request"] == r["request"])
+        cell = table.setdefault(r["label"], {"worst": [], "random": []})[r["request"]]
+        cell.append({"forget_gap": 100 * (r["forget_accuracy"] - ref["forget_accuracy"]),
+                     "privacy_gap": None if r["privacy_gap"] is None else 100 * r["privacy_gap"],
+                     "forget_accuracy": 100 * r["forget_accuracy"], "matches": r["verdict"] == "matches retrain"})
+    summary = {}
+    print("\nmean ± sample std over seeds, points   forget acc (worst | random)   forget-acc gap to retrain (worst | random)"
+          "   privacy gap (worst | random)   matches retrain")
+    for label, cells in table.items():
+        s = {side: {**{k: _mean_std(c[k] for c in v) for k in ("forget_accuracy", "forget_gap", "privacy_gap")},
+                    "matches": int(sum(c["matches"] for c in v)), "n": len(v)} for side, v in cells.items()}
+        summary[label] = s
+        w, r = s["worst"], s["random"]
+
+        def f(x):
+            return f"{x[0]:+6.1f} ± {x[1]:4.1f}"
+        print(f"{label:<16} {w['forget_accuracy'][0]:5.1f} | {r['forget_accuracy'][0]:5.1f}   "
+              f"{f(w['forget_gap'])} | {f(r['forget_gap'])}   {f(w['privacy_gap'])} | {f(r['privacy_gap'])}   "
+              f"{w['matches']}/{w['n']} | {r['matches']}/{r['n']}")
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="palimpsest-results")
@@ -70,7 +108,15 @@ def main() -> None:
     ap.add_argument("--methods", default="finetune,gradient_ascent,neggrad_plus,random_labels")
     ap.add_argument("--objective", default="retrain_gap", choices=OBJECTIVES)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "worst_case.json"))
+    ap.add_argument("--summarise", metavar="JSON", help="print the summary of a stored result and exit")
     args = ap.parse_args()
+    if args.summarise:
+        stored = json.loads(Path(args.summarise).read_text())
+        for r in stored["rows"]:
+            if "selection" in r:
+                print(f"seed {r['seed']}: selection {r['selection']}")
+        summarise(stored["rows"])
+        return
     configure_torch(1)
     root = Path(args.root)
     with ResultsDB(root, create=False) as db:
@@ -109,25 +155,7 @@ def main() -> None:
                          "verdict": (e["audit"] or {}).get("verdict"), "failed": (e["audit"] or {}).get("verdict_failed"),
                          **{k: (e["audit"] or {}).get(k) for k in KEYS}})
         rows.append({"seed": seed, "selection": selection, "experiment": exp_id})
-    table = {}
-    for r in rows:
-        if "label" not in r or r["status"] != "finished":
-            continue
-        ref = next(x for x in rows if x.get("label") == "retrain" and x["seed"] == r["seed"]
-                   and x["request"] == r["request"])
-        cell = table.setdefault(r["label"], {"worst": [], "random": []})[r["request"]]
-        cell.append({"forget_gap": r["forget_accuracy"] - ref["forget_accuracy"], "privacy_gap": r["privacy_gap"],
-                     "matches": r["verdict"] == "matches retrain"})
-    summary = {}
-    print("\nmethod            forget-acc gap to retrain (worst vs random)   privacy gap (worst vs random)   matches")
-    for label, cells in table.items():
-        s = {side: {"forget_gap": float(np.mean([c["forget_gap"] for c in v])),
-                    "privacy_gap": float(np.mean([c["privacy_gap"] for c in v if c["privacy_gap"] is not None] or [np.nan])),
-                    "matches": int(sum(c["matches"] for c in v)), "n": len(v)} for side, v in cells.items()}
-        summary[label] = s
-        print(f"{label:<16} {100 * s['worst']['forget_gap']:+6.1f} vs {100 * s['random']['forget_gap']:+6.1f} points"
-              f"                 {s['worst']['privacy_gap']:+.3f} vs {s['random']['privacy_gap']:+.3f}"
-              f"          {s['worst']['matches']}/{s['worst']['n']} vs {s['random']['matches']}/{s['random']['n']}")
+    summary = summarise(rows)
     out = {"source": exp["id"], "size": args.size, "objective": args.objective, "rows": rows, "summary": summary, "torch": torch.__version__,
            "machine": platform.machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
