@@ -140,6 +140,8 @@ def main() -> None:
                      **{f"out_confidence_{k}": float(q[idx].mean()) for k, idx in (("worst", worst), ("random", random))},
                      **{f"gap_after_ascent_{k}": float(after[k]["correct_prob"].mean() - q[idx].mean())
                         for k, idx in (("worst", worst), ("random", random))},
+                     # how much of the set a one-level heuristic (the lowest out-of-training confidence) also picks
+                     "share_of_lowest_out_confidence": float(np.isin(worst, np.argsort(q)[:args.size]).mean()),
                      "worst_classes": np.bincount(data.y_train[torch.as_tensor(worst)].numpy(), minlength=10).tolist()}
         print(f"seed {seed}: selection {selection}", flush=True)
         spec = dict(base, name="unlearn_fmnist_worst_case", seeds=[seed],
