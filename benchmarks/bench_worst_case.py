@@ -82,12 +82,13 @@ def summarise(rows: list[dict]) -> dict:
         cell = table.setdefault(r["label"], {"worst": [], "random": []})[r["request"]]
         cell.append({"forget_gap": 100 * (r["forget_accuracy"] - ref["forget_accuracy"]),
                      "privacy_gap": None if r["privacy_gap"] is None else 100 * r["privacy_gap"],
-                     "forget_accuracy": 100 * r["forget_accuracy"], "matches": r["verdict"] == "matches retrain"})
+                     "forget_accuracy": 100 * r["forget_accuracy"], "matches": r["verdict"] == "matches retrain",
+                     "auc": None if r["reference_mia_auc"] is None else 100 * r["reference_mia_auc"]})
     summary = {}
     print("\nmean ± sample std over seeds, points   forget acc (worst | random)   forget-acc gap to retrain (worst | random)"
-          "   privacy gap (worst | random)   matches retrain")
+          "   privacy gap (worst | random)   per-example AUC (worst | random)   matches retrain")
     for label, cells in table.items():
-        s = {side: {**{k: _mean_std(c[k] for c in v) for k in ("forget_accuracy", "forget_gap", "privacy_gap")},
+        s = {side: {**{k: _mean_std(c[k] for c in v) for k in ("forget_accuracy", "forget_gap", "privacy_gap", "auc")},
                     "matches": int(sum(c["matches"] for c in v)), "n": len(v)} for side, v in cells.items()}
         summary[label] = s
         w, r = s["worst"], s["random"]
@@ -95,7 +96,7 @@ def summarise(rows: list[dict]) -> dict:
         def f(x):
             return f"{x[0]:+6.1f} ± {x[1]:4.1f}"
         print(f"{label:<16} {w['forget_accuracy'][0]:5.1f} | {r['forget_accuracy'][0]:5.1f}   "
-              f"{f(w['forget_gap'])} | {f(r['forget_gap'])}   {f(w['privacy_gap'])} | {f(r['privacy_gap'])}   "
+              f"{f(w['forget_gap'])} | {f(r['forget_gap'])}   {f(w['privacy_gap'])} | {f(r['privacy_gap'])}   {f(w['auc'])} | {f(r['auc'])}   "
               f"{w['matches']}/{w['n']} | {r['matches']}/{r['n']}")
     return summary
 
