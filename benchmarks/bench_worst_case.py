@@ -2,16 +2,25 @@
 the same size, for several unlearning methods?
 
 For each seed of a finished memorising benchmark (`palimpsest run recipes/unlearn_fmnist_memorise.yaml`,
-same --root): load that seed's original model, select the worst-case forget set of `--size`
-examples by the bi-level selection of forget/worst_case.py (gradient ascent as the lower level),
-then run one unlearning experiment with two requests, the worst-case set (`kind: indices`) and a
+same --root): load that seed's original model and the per-example attack's reference models, select
+the worst-case forget set of `--size` examples by the bi-level selection of forget/worst_case.py
+(`--objective retrain_gap`, the default: the set whose true-label probability after the lower
+level stays farthest above what the reference models that left each image out give it;
+`forget_loss`: the paper's objective, the set best remembered after unlearning; gradient ascent as
+the lower level), then run one unlearning experiment with two requests, the worst-case set (`kind: indices`) and a
 random set of the same size, and the methods (default: finetune, gradient_ascent, neggrad_plus,
 random_labels), audited against the model retrained without each set (the original and the
 attack's reference models are reused from the root). Per method: forget-accuracy gap and privacy
 gap to the retrained model, and the verdict, worst-case vs random.
 
     python benchmarks/bench_worst_case.py --root palimpsest-results [--seeds 0,1,2] [--size 250]
+                                          [--objective retrain_gap|forget_loss]
                                           [--out benchmarks/results/worst_case.json]
+    python benchmarks/bench_worst_case.py --summarise benchmarks/results/worst_case.json
+
+The selection reads the same reference models as the audit's per-example attack, so the privacy gap
+of a worst-case set is measured with the models that chose it; the forget-accuracy gap is measured
+against the model retrained without the set, which the selection never sees.
 """
 from __future__ import annotations
 
@@ -26,12 +35,70 @@ import torch
 import yaml
 
 from palimpsest.core.seeding import configure_torch
-from palimpsest.forget.worst_case import forget_loss_after_ascent, worst_case_forget_set
+from palimpsest.evaluate.mia import ReferenceModels
+from palimpsest.forget.worst_case import (OBJECTIVES, after_lower_level, out_of_training_confidence,
+                                          worst_case_forget_set)
 from palimpsest.run import ResultsDB, load_model
-from palimpsest.run.kinds.unlearn import load_training_data, run_unlearning
+from palimpsest.run.kinds.unlearn import load_training_data, model_factory, run_unlearning
 from palimpsest.run.spec import parse_spec
+from palimpsest.run.store.files import load_state
 
 KEYS = ("forget_accuracy", "privacy_gap", "reference_mia_auc", "test_accuracy")
+
+
+def reference_models(root: Path, spec, data, seed: int) -> ReferenceModels:
+    """The per-example attack's reference models of this seed's original, as the run stored them."""
+    a = spec.audits.reference_mia
+    with ResultsDB(root, create=False) as db:
+        entry = db.model_entry(f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}")
+    if entry is None:
+        raise SystemExit(f"no reference models for seed {seed} under {root}: run the memorising benchmark first")
+    saved = load_state(root / entry["path"])
+    make = model_factory(spec.train.model, data.input_shape, data.n_classes)
+    models = []
+    for weights in saved["models"]:
+        model = make()
+        model.load_state_dict(weights)
+        models.append(model.eval())
+    return ReferenceModels(models, saved["masks"].numpy(), int(saved["seed"]))
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per method and side (worst, random): forget-accuracy gap to the retrained model (points) and
+    privacy gap (AUC points), mean ± sample std over seeds, and verdicts matching retraining; printed."""
+    table = {}
+    for r in rows:
+        if "label" not in r or r["status"] != "finished":
+            continue
+        ref = next(x for x in rows if x.get("label") == "retrain" and x["seed"] == r["seed"]
+                   and x["request"] == r["request"])
+        cell = table.setdefault(r["label"], {"worst": [], "random": []})[r["request"]]
+        cell.append({"forget_gap": 100 * (r["forget_accuracy"] - ref["forget_accuracy"]),
+                     "privacy_gap": None if r["privacy_gap"] is None else 100 * r["privacy_gap"],
+                     "forget_accuracy": 100 * r["forget_accuracy"], "matches": r["verdict"] == "matches retrain",
+                     "auc": None if r["reference_mia_auc"] is None else 100 * r["reference_mia_auc"]})
+    summary = {}
+    print("\nmean ± sample std over seeds, points   forget acc (worst | random)   forget-acc gap to retrain (worst | random)"
+          "   privacy gap (worst | random)   per-example AUC (worst | random)   matches retrain")
+    for label, cells in table.items():
+        s = {side: {**{k: _mean_std(c[k] for c in v) for k in ("forget_accuracy", "forget_gap", "privacy_gap", "auc")},
+                    "matches": int(sum(c["matches"] for c in v)), "n": len(v)} for side, v in cells.items()}
+        summary[label] = s
+        w, r = s["worst"], s["random"]
+
+        def f(x):
+            return f"{x[0]:+6.1f} ± {x[1]:4.1f}"
+        print(f"{label:<16} {w['forget_accuracy'][0]:5.1f} | {r['forget_accuracy'][0]:5.1f}   "
+              f"{f(w['forget_gap'])} | {f(r['forget_gap'])}   {f(w['privacy_gap'])} | {f(r['privacy_gap'])}   {f(w['auc'])} | {f(r['auc'])}   "
+              f"{w['matches']}/{w['n']} | {r['matches']}/{r['n']}")
+    return summary
 
 
 def main() -> None:
@@ -40,8 +107,17 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--size", type=int, default=250)
     ap.add_argument("--methods", default="finetune,gradient_ascent,neggrad_plus,random_labels")
+    ap.add_argument("--objective", default="retrain_gap", choices=OBJECTIVES)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "worst_case.json"))
+    ap.add_argument("--summarise", metavar="JSON", help="print the summary of a stored result and exit")
     args = ap.parse_args()
+    if args.summarise:
+        stored = json.loads(Path(args.summarise).read_text())
+        for r in stored["rows"]:
+            if "selection" in r:
+                print(f"seed {r['seed']}: selection {r['selection']}")
+        summarise(stored["rows"])
+        return
     configure_torch(1)
     root = Path(args.root)
     with ResultsDB(root, create=False) as db:
@@ -52,12 +128,21 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         model, _ = load_model(root, f"{exp['id']}/seed{seed}/request0/original")
-        chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed)
+        q = out_of_training_confidence(reference_models(root, parse_spec(base), data, seed), data.x_train, data.y_train)
+        chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed,
+                                       objective=args.objective, out_confidence=q)
         worst = chosen["indices"]
         random = np.random.default_rng(seed).choice(len(data.y_train), args.size, replace=False)
-        selection = {"objective_first": chosen["objective"][0], "objective_last": chosen["objective"][-1],
-                     "loss_after_ascent_worst": forget_loss_after_ascent(model, data.x_train, data.y_train, worst),
-                     "loss_after_ascent_random": forget_loss_after_ascent(model, data.x_train, data.y_train, random),
+        after = {side: after_lower_level(model, data.x_train, data.y_train, idx)
+                 for side, idx in (("worst", worst), ("random", random))}
+        selection = {"objective": args.objective, "objective_first": chosen["objective"][0],
+                     "objective_last": chosen["objective"][-1],
+                     **{f"loss_after_ascent_{k}": v["loss"] for k, v in after.items()},
+                     **{f"out_confidence_{k}": float(q[idx].mean()) for k, idx in (("worst", worst), ("random", random))},
+                     **{f"gap_after_ascent_{k}": float(after[k]["correct_prob"].mean() - q[idx].mean())
+                        for k, idx in (("worst", worst), ("random", random))},
+                     # how much of the set a one-level heuristic (the lowest out-of-training confidence) also picks
+                     "share_of_lowest_out_confidence": float(np.isin(worst, np.argsort(q)[:args.size]).mean()),
                      "worst_classes": np.bincount(data.y_train[torch.as_tensor(worst)].numpy(), minlength=10).tolist()}
         print(f"seed {seed}: selection {selection}", flush=True)
         spec = dict(base, name="unlearn_fmnist_worst_case", seeds=[seed],
@@ -73,26 +158,8 @@ def main() -> None:
                          "verdict": (e["audit"] or {}).get("verdict"), "failed": (e["audit"] or {}).get("verdict_failed"),
                          **{k: (e["audit"] or {}).get(k) for k in KEYS}})
         rows.append({"seed": seed, "selection": selection, "experiment": exp_id})
-    table = {}
-    for r in rows:
-        if "label" not in r or r["status"] != "finished":
-            continue
-        ref = next(x for x in rows if x.get("label") == "retrain" and x["seed"] == r["seed"]
-                   and x["request"] == r["request"])
-        cell = table.setdefault(r["label"], {"worst": [], "random": []})[r["request"]]
-        cell.append({"forget_gap": r["forget_accuracy"] - ref["forget_accuracy"], "privacy_gap": r["privacy_gap"],
-                     "matches": r["verdict"] == "matches retrain"})
-    summary = {}
-    print("\nmethod            forget-acc gap to retrain (worst vs random)   privacy gap (worst vs random)   matches")
-    for label, cells in table.items():
-        s = {side: {"forget_gap": float(np.mean([c["forget_gap"] for c in v])),
-                    "privacy_gap": float(np.mean([c["privacy_gap"] for c in v if c["privacy_gap"] is not None] or [np.nan])),
-                    "matches": int(sum(c["matches"] for c in v)), "n": len(v)} for side, v in cells.items()}
-        summary[label] = s
-        print(f"{label:<16} {100 * s['worst']['forget_gap']:+6.1f} vs {100 * s['random']['forget_gap']:+6.1f} points"
-              f"                 {s['worst']['privacy_gap']:+.3f} vs {s['random']['privacy_gap']:+.3f}"
-              f"          {s['worst']['matches']}/{s['worst']['n']} vs {s['random']['matches']}/{s['random']['n']}")
-    out = {"source": exp["id"], "size": args.size, "rows": rows, "summary": summary, "torch": torch.__version__,
+    summary = summarise(rows)
+    out = {"source": exp["id"], "size": args.size, "objective": args.objective, "rows": rows, "summary": summary, "torch": torch.__version__,
            "machine": platform.machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
