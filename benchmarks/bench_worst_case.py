@@ -35,9 +35,8 @@ import torch
 import yaml
 
 from palimpsest.core.seeding import configure_torch
-from palimpsest.evaluate.mia import ReferenceModels
-from palimpsest.forget.worst_case import (OBJECTIVES, after_lower_level, out_of_training_confidence,
-                                          worst_case_forget_set)
+from palimpsest.evaluate.mia import ReferenceModels, out_of_training_confidence
+from palimpsest.forget.worst_case import OBJECTIVES, after_lower_level, worst_case_forget_set
 from palimpsest.run import ResultsDB, load_model
 from palimpsest.run.kinds.unlearn import load_training_data, model_factory, run_unlearning
 from palimpsest.run.spec import parse_spec

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from palimpsest.core.errors import ConfigError
-from palimpsest.evaluate.mia import train_reference_models
+from palimpsest.evaluate.mia import out_of_training_confidence, train_reference_models
 from palimpsest.forget.worst_case import (_project, after_lower_level, forget_loss_after_ascent,
-                                          out_of_training_confidence, worst_case_forget_set)
+                                          worst_case_forget_set)
 from palimpsest.learn import fit
 
 from .conftest import RECIPE, make_model

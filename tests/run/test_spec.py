@@ -33,7 +33,7 @@ def test_missing_spec_file(tmp_path):
 
 def test_unknown_strategy_suggests_close_names():
     text = problems_of(tiny_spec(strategies=["naiv"]))
-    assert "strategies.0.name: unknown strategy 'naiv'; did you mean 'naive'?" in text
+    assert "strategies.0.name: unknown strategy 'naiv'; did you mean 'naive'" in text
 
 
 def test_negative_epochs():

@@ -311,6 +311,24 @@ def reference_outputs(models: ReferenceModels | Sequence[torch.nn.Module], input
     return {k: np.stack([o[k] for o in per_model]) for k in per_model[0]}
 
 
+def out_of_training_confidence(references, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """q_i: the mean probability of the true label over the reference models that did not train on
+    example i (`references`: ReferenceModels whose masks index `inputs`)."""
+    masks = np.asarray(references.masks, dtype=bool)
+    if masks.shape[1] != len(targets):
+        raise ConfigError("the reference models' membership masks do not cover these examples",
+                          expected=f"masks over {len(targets)} examples", got=f"masks over {masks.shape[1]}",
+                          fix="pass the training set the reference models were drawn from, in its order")
+    out = ~masks
+    if not out.any(axis=0).all():
+        raise ConfigError("some examples were in every reference model's training set",
+                          expected="every example left out of at least one reference model",
+                          got=f"{int((~out.any(axis=0)).sum())} examples never left out",
+                          fix="train the reference models on a share of the pool below 1")
+    probs = reference_outputs(references, inputs, targets)["correct_prob"]
+    return (probs * out).sum(axis=0) / out.sum(axis=0)
+
+
 def _check_reference(target, ref, ref_in, what: str):
     target = np.asarray(target, float).ravel()
     ref = np.atleast_2d(np.asarray(ref, float))

@@ -14,7 +14,7 @@ set. Like the paper we relax w to [0, 1] with sum k, take projected gradient ste
       retrain_gap (default)  min_w (1/k) Σ_i w_i (q_i − p_i(θ(w)))
                              p_i = the unlearned model's probability of the true label, q_i = the
                              probability models that did NOT train on example i give it
-                             (`out_of_training_confidence`: the mean over the per-example attack's
+                             (`evaluate.mia.out_of_training_confidence`: the mean over the per-example attack's
                              reference models that left i out; what retraining without the set
                              would give). The set the unlearning leaves farthest above retraining:
                              memorised, atypical examples that retraining gets wrong and that the
@@ -67,24 +67,6 @@ def _project(w: torch.Tensor, k: int) -> torch.Tensor:
     return (w - hi).clamp(0, 1)
 
 
-def out_of_training_confidence(references, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """q_i: the mean probability of the true label over the reference models that did not train on
-    example i (`references`: evaluate.mia.ReferenceModels whose masks index `inputs`)."""
-    from ..evaluate.mia import reference_outputs
-    masks = np.asarray(references.masks, dtype=bool)
-    if masks.shape[1] != len(targets):
-        raise ConfigError("the reference models' membership masks do not cover these examples",
-                          expected=f"masks over {len(targets)} examples", got=f"masks over {masks.shape[1]}",
-                          fix="pass the training set the reference models were drawn from, in its order")
-    out = ~masks
-    if not out.any(axis=0).all():
-        raise ConfigError("some examples were in every reference model's training set",
-                          expected="every example left out of at least one reference model",
-                          got=f"{int((~out.any(axis=0)).sum())} examples never left out",
-                          fix="train the reference models on a share of the pool below 1")
-    probs = reference_outputs(references, inputs, targets)["correct_prob"]
-    return (probs * out).sum(axis=0) / out.sum(axis=0)
-
 
 def _check_choice(name: str, value: str, choices) -> None:
     if value not in choices:
@@ -118,7 +100,7 @@ def worst_case_forget_set(model: nn.Module, inputs: torch.Tensor, targets: torch
                           device="cpu") -> dict:
     """Indices (into `inputs`) of the worst-case forget set of `size` examples, chosen from `pool`
     (default: every example). objective "retrain_gap" needs `out_confidence` (one q_i per example of
-    `inputs`, e.g. `out_of_training_confidence`). Returns {"indices", "weights" (over the pool),
+    `inputs`, e.g. `evaluate.mia.out_of_training_confidence`). Returns {"indices", "weights" (over the pool),
     "objective" (the upper loss per outer step), "pool"}."""
     _check_choice("objective", objective, OBJECTIVES)
     _check_choice("lower level", lower, LOWER_LEVELS)
@@ -191,4 +173,4 @@ def forget_loss_after_ascent(model: nn.Module, inputs: torch.Tensor, targets: to
 
 
 __all__ = ["LOWER_LEVELS", "OBJECTIVES", "after_lower_level", "forget_loss_after_ascent",
-           "out_of_training_confidence", "worst_case_forget_set"]
+           "worst_case_forget_set"]
