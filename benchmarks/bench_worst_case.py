@@ -38,28 +38,20 @@ from palimpsest.core.seeding import configure_torch
 from palimpsest.evaluate.mia import ReferenceModels, out_of_training_confidence
 from palimpsest.forget.worst_case import OBJECTIVES, after_lower_level, worst_case_forget_set
 from palimpsest.run import ResultsDB, load_model
-from palimpsest.run.kinds.unlearn import load_training_data, model_factory, run_unlearning
+from palimpsest.run.kinds.unlearn import load_stored_model, load_training_data, run_unlearning
 from palimpsest.run.spec import parse_spec
-from palimpsest.run.store.files import load_state
 
 KEYS = ("forget_accuracy", "privacy_gap", "reference_mia_auc", "test_accuracy")
 
 
-def reference_models(root: Path, spec, data, seed: int) -> ReferenceModels:
+def reference_models(root: Path, spec, seed: int) -> ReferenceModels:
     """The per-example attack's reference models of this seed's original, as the run stored them."""
     a = spec.audits.reference_mia
+    model_id = f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}"
     with ResultsDB(root, create=False) as db:
-        entry = db.model_entry(f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}")
-    if entry is None:
-        raise SystemExit(f"no reference models for seed {seed} under {root}: run the memorising benchmark first")
-    saved = load_state(root / entry["path"])
-    make = model_factory(spec.train.model, data.input_shape, data.n_classes)
-    models = []
-    for weights in saved["models"]:
-        model = make()
-        model.load_state_dict(weights)
-        models.append(model.eval())
-    return ReferenceModels(models, saved["masks"].numpy(), int(saved["seed"]))
+        if db.model_entry(model_id) is None:
+            raise SystemExit(f"no reference models for seed {seed} under {root}: run the memorising benchmark first")
+        return load_stored_model(db, model_id)[0]
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -127,7 +119,7 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         model, _ = load_model(root, f"{exp['id']}/seed{seed}/request0/original")
-        q = out_of_training_confidence(reference_models(root, parse_spec(base), data, seed), data.x_train, data.y_train)
+        q = out_of_training_confidence(reference_models(root, parse_spec(base), seed), data.x_train, data.y_train)
         chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed,
                                        objective=args.objective, out_confidence=q)
         worst = chosen["indices"]
