@@ -30,10 +30,11 @@ PRESETS: dict[str, dict] = {
     "deltanet": {"architecture": "matrix", "bias": "l2", "retention": "none", "rule": "gd", "lr": 1.0},
     "gated_deltanet": {"architecture": "matrix", "bias": "l2", "retention": "decay", "rule": "gd", "lr": 1.0},
     "titans": {"architecture": "mlp", "bias": "l2", "retention": "decay", "rule": "momentum", "lr": 0.1,
-               "momentum_init": 0.5},
+               "momentum_init": 0.5, "mlp_norm": True},
     "moneta": {"architecture": "mlp", "bias": "lp", "p": 3.0, "retention": "lq", "q": 4.0, "rule": "gd", "lr": 0.3},
     "yaad": {"architecture": "mlp", "bias": "huber", "retention": "decay", "rule": "gd", "lr": 0.3},
-    "memora": {"architecture": "mlp", "bias": "l2", "retention": "kl", "rule": "gd", "lr": 0.3},
+    "memora": {"architecture": "mlp", "bias": "l2", "retention": "kl", "rule": "gd", "lr": 0.3, "kl_scale": 4.0,
+               "kl_init_std": 3.0},
 }
 
 PAPERS = {
