@@ -41,7 +41,10 @@ backward of the memory per chunk, and reads through per-token weights written as
 Departures, stated: ℓ2 is ½‖e‖² (Titans writes ‖e‖², a factor 2 in θ); the Huber bias is element-wise
 (Miras switches on the norm of the whole error, which makes the gradient jump at ‖e‖ = δ); gated
 DeltaNet's gradient is taken at W_{t−1}, not at α_t W_{t−1} as in Yang, Kautz and Hatamizadeh (2025);
-the MLP has no biases and no LayerNorm (titans-pytorch adds x + LN(MLP(x))).
+the MLP has no biases; `mlp_norm` (on in the titans preset) reads x + LN(MLP(x)) as titans-pytorch's
+ResidualNorm and TTT do, with a LayerNorm without the learned gain titans-pytorch trains at test time.
+The LayerNorm's backward is written by hand in `gradient_factors`, so every token's gradient stays a
+rank-1 outer product per layer and both paths stay exact.
 """
 from __future__ import annotations
 
