@@ -7,10 +7,10 @@
 | linear_attention | matrix | dot product | none | gd, θ = 1 | Katharopoulos et al. 2020 |
 | deltanet | matrix | ℓ2 | none | gd, θ_t = β_t | Schlag et al. 2021; Yang et al. 2024 |
 | gated_deltanet | matrix | ℓ2 | decay α_t | gd | Yang, Kautz, Hatamizadeh 2025 |
-| titans | MLP (2 layers) | ℓ2 | decay α_t | momentum η_t | Behrouz, Zhong, Mirrokni 2024 (LMM) |
+| titans | MLP (2 layers), x + LN(MLP(x)) | ℓ2 | decay α_t | momentum η_t | Behrouz, Zhong, Mirrokni 2024 (LMM) |
 | moneta | MLP (2 layers) | ℓp, p = 3 | ℓq, q = 4 | gd | Behrouz et al. 2025 (Miras) |
 | yaad | MLP (2 layers) | Huber, δ_t | decay α_t | gd | Behrouz et al. 2025 (Miras) |
-| memora | MLP (2 layers) | ℓ2 | KL (softmax, c = 1) | gd | Behrouz et al. 2025 (Miras) |
+| memora | MLP (2 layers) | ℓ2 | KL (softmax, c = 4) | gd | Behrouz et al. 2025 (Miras) |
 
 MLP memories take smaller inner steps (θ <= 0.1 for Titans, 0.3 for the Miras presets): the squared
 norm of their hidden features is ~ the hidden width, and at θ = 1 the inner gradient descent
