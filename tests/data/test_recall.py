@@ -53,6 +53,23 @@ def test_forgetting_mqar_asks_for_the_latest_value():
     assert updated == 60                          # two keys per sequence got a different value
 
 
+def test_forgetting_mqar_rounds_reassign_keys_many_times():
+    task = recall_task("forgetting_mqar", vocab_size=64, seq_len=64, n_pairs=4, n_updates=4, n_rounds=6,
+                       random_fill=False)
+    b = task.sample(20, gen(0))
+    x, y = b["input_ids"], b["labels"]
+    for i in range(20):
+        history: dict[int, list[int]] = {}
+        for p in range(0, 56, 2):                  # 4 pairs then 6 rounds of 4 updates
+            history.setdefault(int(x[i, p]), []).append(int(x[i, p + 1]))
+        assert len(history) == 4 and all(len(h) == 7 for h in history.values())
+        assert all(a != b for h in history.values() for a, b in zip(h, h[1:]))
+        for p in (y[i] != IGNORE).nonzero().flatten().tolist():
+            assert int(y[i, p]) == history[int(x[i, p])][-1]
+    with pytest.raises(SpecError, match="seq_len"):
+        recall_task("forgetting_mqar", seq_len=64, n_pairs=4, n_updates=4, n_rounds=7)
+
+
 def test_passkey_and_selective_copy():
     task = recall_task("passkey", vocab_size=64, n_chunks=8, chunk_len=4, n_values=10)
     b = task.sample(20, gen(0))

@@ -9,8 +9,8 @@ model must answer, and the answer at position t is predicted from the output at 
                     Measuring and Improving Recall in Efficient Language Models", 2023): key-value pairs at the
                     start (keys from the first half of the vocabulary, values from the second), then every key
                     queried once at power-law distributed gaps; other positions hold random tokens
-    forgetting_mqar the same with `n_updates` keys re-assigned a new value later in the context: the answer is
-                    the latest value (Zoology's forgetting_mqar)
+    forgetting_mqar the same with `n_updates` keys re-assigned a new value later in the context, in each of
+                    `n_rounds` rounds: the answer is the latest value (Zoology's forgetting_mqar; rounds ours)
     passkey         a passkey hidden after a marker in one of `n_chunks` chunks of `chunk_len` random tokens;
                     the last token asks for it
     selective_copy  `n_tokens` data tokens scattered among blanks, to be repeated in order after a separator
@@ -88,15 +88,18 @@ class MQARConfig(Settings):
 
 
 class ForgettingMQARConfig(MQARConfig):
-    n_updates: int = Field(2, ge=0, description="keys re-assigned a new value after the first pairs")
+    n_updates: int = Field(2, ge=0, description="keys re-assigned a new value after the first pairs (per round)")
+    n_rounds: int = Field(1, ge=1, description="rounds of re-assignment; each round re-assigns n_updates keys "
+                          "drawn afresh, so a key can hold many stale values before its latest")
 
     @model_validator(mode="after")
     def _updates_fit(self):
         if self.n_updates > self.n_pairs:
             raise ValueError(f"n_updates: at most n_pairs ({self.n_pairs}) keys can be re-assigned, got {self.n_updates}")
-        if 2 * (self.n_pairs + self.n_updates) + 2 * self.n_pairs > self.seq_len:
-            raise ValueError(f"seq_len: {self.n_pairs} pairs, {self.n_updates} updates and their queries need "
-                             f"{2 * (2 * self.n_pairs + self.n_updates)} positions, got {self.seq_len}")
+        need = 2 * (2 * self.n_pairs + self.n_rounds * self.n_updates)
+        if need > self.seq_len:
+            raise ValueError(f"seq_len: {self.n_pairs} pairs, {self.n_rounds} x {self.n_updates} updates and their "
+                             f"queries need {need} positions, got {self.seq_len}")
         return self
 
 
@@ -152,8 +155,9 @@ class MQAR(RecallTask):
 
 @RECALL_TASKS.register("forgetting_mqar", summary="MQAR with keys re-assigned later: answer the latest value")
 class ForgettingMQAR(MQAR):
-    """Forgetting-MQAR (Zoology's forgetting_mqar): `n_updates` of the keys appear a second time with a
-    new value after all the pairs; every key is queried and the answer is its latest value."""
+    """Forgetting-MQAR (Zoology's forgetting_mqar): `n_updates` of the keys appear again with a new value
+    after all the pairs, in each of `n_rounds` rounds (keys drawn afresh each round, the new value always
+    differs from the key's current one); every key is queried and the answer is its latest value."""
 
     name = "forgetting_mqar"
     Config = ForgettingMQARConfig
@@ -163,15 +167,16 @@ class ForgettingMQAR(MQAR):
         half = c.vocab_size // 2
         keys = _distinct(batch_size, 1, half, c.n_pairs, generator)
         values = _distinct(batch_size, half, c.vocab_size, c.n_pairs, generator)
-        which = torch.rand(batch_size, c.n_pairs, generator=generator).argsort(1)[:, :c.n_updates]
-        old = values.gather(1, which)
-        # a new value that differs from the old one: shift by 1..(values-1) within the value range
-        shift = torch.randint(1, c.vocab_size - half, old.shape, generator=generator)
-        new = (old - half + shift) % (c.vocab_size - half) + half
-        final = values.scatter(1, which, new)
-        kv = torch.cat([self._context(keys, values, generator),
-                        self._context(keys.gather(1, which), new, generator)], 1)
-        return self._build(kv, keys, final, generator)
+        parts, final = [self._context(keys, values, generator)], values
+        for _ in range(c.n_rounds):
+            which = torch.rand(batch_size, c.n_pairs, generator=generator).argsort(1)[:, :c.n_updates]
+            old = final.gather(1, which)
+            # a new value that differs from the current one: shift by 1..(values-1) within the value range
+            shift = torch.randint(1, c.vocab_size - half, old.shape, generator=generator)
+            new = (old - half + shift) % (c.vocab_size - half) + half
+            final = final.scatter(1, which, new)
+            parts.append(self._context(keys.gather(1, which), new, generator))
+        return self._build(torch.cat(parts, 1), keys, final, generator)
 
 
 class PasskeyConfig(Settings):

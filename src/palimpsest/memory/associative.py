@@ -41,7 +41,10 @@ backward of the memory per chunk, and reads through per-token weights written as
 Departures, stated: ℓ2 is ½‖e‖² (Titans writes ‖e‖², a factor 2 in θ); the Huber bias is element-wise
 (Miras switches on the norm of the whole error, which makes the gradient jump at ‖e‖ = δ); gated
 DeltaNet's gradient is taken at W_{t−1}, not at α_t W_{t−1} as in Yang, Kautz and Hatamizadeh (2025);
-the MLP has no biases and no LayerNorm (titans-pytorch adds x + LN(MLP(x))).
+the MLP has no biases; `mlp_norm` (on in the titans preset) reads x + LN(MLP(x)) as titans-pytorch's
+ResidualNorm and TTT do, with a LayerNorm without the learned gain titans-pytorch trains at test time.
+The LayerNorm's backward is written by hand in `gradient_factors`, so every token's gradient stays a
+rank-1 outer product per layer and both paths stay exact.
 """
 from __future__ import annotations
 
@@ -75,6 +78,9 @@ class MemoryConfig(Settings):
     expansion: float = Field(2.0, gt=0, description="mlp: hidden width = expansion x head_dim")
     activation: Literal["silu", "gelu"] = Field("silu", description="mlp: the nonlinearity σ")
     residual: bool = Field(True, description="mlp: M(x) = x + MLP(x); False: M(x) = MLP(x)")
+    mlp_norm: bool = Field(False, description="mlp: normalise the MLP's output, M(x) = x + LN(MLP(x)) (LayerNorm "
+                           "without gain, as titans-pytorch's ResidualNorm and TTT): the read no longer grows "
+                           "with the weights, so the inner gradient shrinks as they grow")
     exact_updates: bool = Field(True, description="take the gradient at W_{t-1} for every token when it is "
                                 "linear in W (see the module docstring); False: at the chunk's start, as for "
                                 "every other memory")
@@ -84,6 +90,9 @@ class MemoryConfig(Settings):
     retention: Literal["none", "decay", "lq", "kl"] = "none"
     q: float = Field(4.0, ge=2, description="lq retention: W = A / ‖A‖_q^(q-2)")
     kl_scale: float = Field(1.0, gt=0, description="kl retention: each row of W sums to this c")
+    kl_init_std: float | None = Field(None, gt=0, description="kl retention: standard deviation of the initial "
+                                      "logits A (default 1/sqrt(fan-in), as every memory; larger starts the rows "
+                                      "peaked instead of near-uniform)")
     rule: Literal["gd", "momentum"] = "gd"
     lr: float = Field(1.0, gt=0, description="inner learning rate θ (its maximum when lr_gate)")
     lr_gate: bool = Field(True, description="θ_t = lr x σ(w·x_t + b) per token and head; False: θ = lr")
@@ -137,8 +146,30 @@ def _apply(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x @ w.transpose(-1, -2)
 
 
+def _layer_norm(o: torch.Tensor) -> torch.Tensor:
+    return (o - o.mean(-1, keepdim=True)) * torch.rsqrt(o.var(-1, unbiased=False, keepdim=True) + LN_EPS)
+
+
+def _norm_backward(g: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """∂ℓ/∂o from ∂ℓ/∂LN(o) = g (LayerNorm without gain over the last dimension)."""
+    inv = torch.rsqrt(o.var(-1, unbiased=False, keepdim=True) + LN_EPS)
+    n = (o - o.mean(-1, keepdim=True)) * inv
+    return inv * (g - g.mean(-1, keepdim=True) - n * (g * n).mean(-1, keepdim=True))
+
+
+LN_EPS = 1e-5
+
+
+def mlp_output(x: torch.Tensor, h: torch.Tensor, cfg: MemoryConfig) -> torch.Tensor:
+    """The memory's read from the MLP's last layer h: x + LN(h), x + h, LN(h) or h."""
+    if cfg.mlp_norm:
+        h = _layer_norm(h)
+    return x + h if cfg.residual else h
+
+
 def memory_forward(weights: list[torch.Tensor], x: torch.Tensor, cfg: MemoryConfig):
-    """M_W(x) and what the backward pass needs: (y, layer inputs, pre-activations)."""
+    """M_W(x) and what the backward pass needs: (y, layer inputs, pre-activations; with `mlp_norm`
+    the last entry of the pre-activations is the MLP's output before its LayerNorm)."""
     if cfg.architecture == "matrix":
         return _apply(weights[0], x), [x], []
     act = ACTIVATIONS[cfg.activation][0]
@@ -151,7 +182,9 @@ def memory_forward(weights: list[torch.Tensor], x: torch.Tensor, cfg: MemoryConf
             h = act(z)
         else:
             h = z
-    return (x + h if cfg.residual else h), inputs, pre
+    if cfg.mlp_norm:
+        pre.append(h)
+    return mlp_output(x, h, cfg), inputs, pre
 
 
 def output_grad(y: torch.Tensor, v: torch.Tensor, cfg: MemoryConfig, delta: torch.Tensor | None) -> torch.Tensor:
@@ -174,6 +207,8 @@ def gradient_factors(weights: list[torch.Tensor], k: torch.Tensor, v: torch.Tens
     outer training loop."""
     y, inputs, pre = memory_forward(weights, k, cfg)
     g = output_grad(y, v, cfg, delta)
+    if cfg.architecture == "mlp" and cfg.mlp_norm:
+        g = _norm_backward(g, pre[-1])
     factors: list = [None] * len(weights)
     for i in range(len(weights) - 1, -1, -1):
         factors[i] = (g, inputs[i])
@@ -304,6 +339,8 @@ class AssociativeMemory(nn.Module):
         for out, inp in shapes:
             if cfg.architecture == "matrix" and cfg.retention != "kl":
                 w = torch.zeros(heads, out, inp)          # an empty memory (linear attention, DeltaNet)
+            elif cfg.retention == "kl" and cfg.kl_init_std is not None:
+                w = torch.randn(heads, out, inp) * cfg.kl_init_std
             else:
                 w = torch.randn(heads, out, inp) / math.sqrt(inp)
             self.initial.append(nn.Parameter(w))
@@ -448,7 +485,7 @@ class AssociativeMemory(nn.Module):
                 for j, (g, x) in enumerate(gs):
                     z = _read_through(h, a[j], None if s is None else s[j], ra, rb, rc, g, x)
                     h = ACTIVATIONS[cfg.activation][0](z) if j < len(gs) - 1 else z
-                y = qc[:, :, i] + h if cfg.architecture == "mlp" and cfg.residual else h
+                y = mlp_output(qc[:, :, i], h, cfg) if cfg.architecture == "mlp" else h
             else:
                 per_token = []
                 for j, (g, x) in enumerate(gs):
