@@ -7,7 +7,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import Field
 
-from ..core.config import Settings
+from ..core.config import Settings, since
 from ..core.errors import ConfigError
 from ..core.seeding import derive_seed
 
@@ -18,21 +18,34 @@ class ForgetRequest(Settings):
     kind="indices": these training examples; "classes": every example of these classes;
     "subclass": part of one class, by `indices` within the training set or a random `fraction`
     of it (a Python `predicate` can be given to `resolve` instead); "random": a random `fraction`
-    of the whole training set.
+    of the whole training set; "worst_case": the `fraction` of the training set that is hardest to
+    unlearn, chosen by the bi-level selection of forget/worst_case.py (Fan et al. 2024) with
+    `objective` retrain_gap (the default; needs the per-example attack's reference models) or
+    forget_loss. A worst_case set is selected once per run seed by the unlearn kind (its
+    `request<i>/select` job) and stored; `resolve` takes it as `selected`.
 
     Random draws come from `seed`; left None (the default) they come from the run's seed, so each
     seed of an experiment forgets its own random sample (a fixed seed forgets the same sample in
     every run, which measures one forget set, not the method).
     """
 
-    kind: Literal["indices", "classes", "subclass", "random"] = Field(
+    kind: Literal["indices", "classes", "subclass", "random", "worst_case"] = Field(
         ..., description="indices: these training examples; classes: every example of these classes; subclass: "
-        "part of one class (by indices or a random fraction); random: a random fraction of the training set")
+        "part of one class (by indices or a random fraction); random: a random fraction of the training set; "
+        "worst_case: the fraction hardest to unlearn (bi-level selection, Fan et al. 2024)")
     indices: list[int] | None = Field(None, description="indices and subclass: positions in the training set")
     classes: list[int] | None = Field(None, description="classes and subclass: class ids")
-    fraction: float | None = Field(None, gt=0, le=1, description="random and subclass: the share of examples forgotten")
+    fraction: float | None = Field(None, gt=0, le=1, description="random, subclass and worst_case: the share of "
+                                   "examples forgotten")
     seed: int | None = Field(None, description="draws the random forget set (random, subclass with a fraction); "
                              "None: the run's seed")
+    objective: Literal["retrain_gap", "forget_loss"] | None = Field(
+        None, json_schema_extra=since("0.3"), description="worst_case: what the selection maximises; retrain_gap "
+        "(None: the default) needs audits.reference_mia.n_models > 0, forget_loss (the paper's) needs nothing")
+
+    @property
+    def worst_case_objective(self) -> str:
+        return self.objective or "retrain_gap"
 
     def describe(self) -> str:
         if self.kind == "classes":
@@ -42,6 +55,8 @@ class ForgetRequest(Settings):
         if self.kind == "subclass":
             part = f"{self.fraction:.0%}" if self.fraction else f"{len(self.indices or [])} examples"
             return f"{part} of class {self.classes}"
+        if self.kind == "worst_case":
+            return f"worst case {self.fraction:.0%} ({self.worst_case_objective})"
         return f"random {self.fraction:.0%}"
 
 
@@ -59,10 +74,25 @@ class ForgetSplit:
         return hashlib.sha256(np.sort(self.forget).astype(np.int64).tobytes()).hexdigest()[:16]
 
 
+def worst_case_size(request: ForgetRequest, n: int) -> int:
+    """The number of examples a worst_case request forgets from a training set of `n`."""
+    if request.fraction is None:
+        raise ConfigError("a 'worst_case' forget request needs `fraction`", expected="fraction=...", got=None,
+                          fix="add fraction to the request")
+    size = int(round(request.fraction * n))
+    if not 0 < size < n:
+        raise ConfigError("the worst_case forget set must be non-empty and smaller than the training set",
+                          expected=f"round(fraction x {n}) in [1, {n - 1}]", got=f"fraction {request.fraction}: {size}",
+                          fix="change the request's fraction")
+    return size
+
+
 def resolve(request: ForgetRequest, targets: np.ndarray, n_classes: int | None = None,
-            predicate: Callable[[int], bool] | None = None, run_seed: int = 0) -> ForgetSplit:
+            predicate: Callable[[int], bool] | None = None, run_seed: int = 0,
+            selected: np.ndarray | None = None) -> ForgetSplit:
     """Turn a request into forget / retain indices of a training set with labels `targets`; a
-    random draw uses the request's seed, or `run_seed` when the request has none.
+    random draw uses the request's seed, or `run_seed` when the request has none; a worst_case
+    request takes its stored selection, `selected`.
 
     Raises a ConfigError for an unknown class, an empty forget set, or a forget set that is the
     whole training set (nothing would remain to define the model)."""
@@ -105,6 +135,18 @@ def resolve(request: ForgetRequest, targets: np.ndarray, n_classes: int | None =
         else:
             need("fraction", r.fraction)
             forget = np.sort(rng.choice(members, size=int(round(r.fraction * len(members))), replace=False))
+    elif r.kind == "worst_case":
+        size = worst_case_size(r, n)
+        if selected is None:
+            raise ConfigError("a worst_case forget request has no selected set yet",
+                              expected="the indices its selection chose (the unlearn kind's request<i>/select job)",
+                              got=None, fix="run it in an unlearning experiment (kind: unlearn), which selects "
+                              "and stores the set, or pass selected=worst_case_forget_set(...)['indices']")
+        forget = np.unique(np.asarray(selected, dtype=np.int64))
+        if len(forget) != size or (len(forget) and (forget[0] < 0 or forget[-1] >= n)):
+            raise ConfigError("the stored worst_case selection does not fit this training set",
+                              expected=f"{size} distinct indices in [0, {n})", got=f"{len(forget)} indices",
+                              fix="select the set again (delete the stored forget_set model)")
     else:
         need("fraction", r.fraction)
         forget = np.sort(rng.choice(n, size=int(round(r.fraction * n)), replace=False))

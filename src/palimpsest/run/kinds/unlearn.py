@@ -8,6 +8,9 @@ Jobs, per seed (ids `seed<k>/...`, relative to the experiment):
                              methods keep from training time (SSD's full-data importance); cached
                              across experiments by the training spec and seed
     references               the per-example attack's reference models (when asked for); cached too
+    request<i>/select        a worst_case request only: its forget set, selected on the original (and the
+                             reference models, for objective retrain_gap) and stored (cached per
+                             original, request and seed); every later job of the request reads it
     request<i>/reference     the model retrained on the retain set with the original recipe (cached
                              per forget set), its audit and the reference models' outputs on the request
     request<i>/original      ledger entry: the original model, audited against the reference
@@ -38,7 +41,7 @@ from ...core.timing import Stopwatch
 from ...data import datasets as _datasets
 from ...evaluate.unlearning import audit_from_outputs, collect_outputs, reference_mia_outputs
 from ...forget.base import Artifact, ArtifactCache, UnlearnContext, UnlearningData
-from ...forget.request import ForgetRequest, ForgetSplit, resolve
+from ...forget.request import ForgetRequest, ForgetSplit, resolve, worst_case_size
 from ...train.fit import fit
 from ...models import create_model
 from ...train.config import TrainingConfig
@@ -137,6 +140,13 @@ class UnlearnSpec(EntriesSpec):
             raise ValueError("train and source: give one (a model to train, or a stored run to take)")
         if self.source is not None and len(self.seeds) != 1:
             raise ValueError("seeds: a source run has one seed; list one seed (its audits' seed)")
+        for i, r in enumerate(self.forget):
+            if r.kind == "worst_case" and r.worst_case_objective == "retrain_gap" \
+                    and not self.audits.reference_mia.n_models:
+                raise ValueError(f"forget.{i}: a worst_case request with objective retrain_gap (the default) needs "
+                                 "the per-example attack's reference models; expected audits.reference_mia.n_models "
+                                 "> 0, got 0; set audits: {reference_mia: {n_models: 4}} or the request's "
+                                 "objective: forget_loss")
         return self
 
     def original_digest(self, seed: int) -> str:
@@ -272,11 +282,17 @@ class UnlearnKind(ExperimentKind):
             out.append(Job(f"{base}/original_model", seed, {"role": "original_model"}))
             if spec.audits.reference_mia.n_models:
                 out.append(Job(f"{base}/references", seed, {"role": "references"}, (f"{base}/original_model",)))
-            for i in range(len(spec.forget)):
+            for i, request in enumerate(spec.forget):
                 req = f"{base}/request{i}"
-                out.append(Job(f"{req}/reference", seed, {"role": "reference", "request": i}, (f"{base}/original_model",)))
+                select: tuple[str, ...] = ()
+                if request.kind == "worst_case":
+                    select = (f"{req}/select",)
+                    out.append(Job(f"{req}/select", seed, {"role": "select", "request": i}, (f"{base}/original_model",)
+                                   + ((f"{base}/references",) if request.worst_case_objective == "retrain_gap" else ())))
+                out.append(Job(f"{req}/reference", seed, {"role": "reference", "request": i},
+                               (f"{base}/original_model",) + select))
                 needs = (f"{base}/original_model", f"{req}/reference") + \
-                    ((f"{base}/references",) if spec.audits.reference_mia.n_models else ())
+                    ((f"{base}/references",) if spec.audits.reference_mia.n_models else ()) + select
                 out.append(Job(f"{req}/original", seed, {"role": "entry", "request": i, "label": "original",
                                                          "method": "original", "settings": {}}, needs))
                 out.append(Job(f"{req}/{REFERENCE}", seed, {"role": "entry", "request": i, "label": REFERENCE,
@@ -296,6 +312,16 @@ class UnlearnKind(ExperimentKind):
         a = spec.audits.reference_mia
         return f"mia_references/{spec.original_digest(seed)}_{a.n_models}_{a.pool_fraction}"
 
+    @classmethod
+    def _selection_id(cls, spec, seed, i) -> str:
+        """A worst_case request's stored forget set: per original, request, run seed and (retrain_gap)
+        the reference models it read."""
+        r = spec.forget[i]
+        payload = json.dumps({"request": identity(r), "seed": seed,
+                              "references": cls._references_id(spec, seed)
+                              if r.worst_case_objective == "retrain_gap" else None}, sort_keys=True)
+        return f"forget_set/{spec.original_digest(seed)}_{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
     # -- runner side --------------------------------------------------------------------------------
     def preflight(self, spec: UnlearnSpec, db: ResultsDB | None = None) -> None:
         """Every forget request must resolve on the original's training data (the classes exist, the
@@ -306,9 +332,12 @@ class UnlearnKind(ExperimentKind):
         origin = self.origin(spec, spec.seeds[0], {"origin": self._origin_state(spec, spec.seeds[0], db)})
         with torch.random.fork_rng(devices=[]):
             origin.make_model()
-        for i in range(len(spec.forget)):
+        for i, request in enumerate(spec.forget):
             for seed in spec.seeds:
-                self._split(spec, origin, i, seed)
+                if request.kind == "worst_case":   # selected later, by its own job; its size is checked now
+                    worst_case_size(request, len(origin.data.y_train))
+                else:
+                    self._split(spec, origin, i, seed)
 
     def pending(self, spec: UnlearnSpec, exp_id, job, db: ResultsDB):
         seed, role = job.seed, job.info["role"]
@@ -321,6 +350,9 @@ class UnlearnKind(ExperimentKind):
         state["references"] = refs if refs and db.file(refs["path"]).is_file() else None
         if role == "references":
             return None if state["references"] is not None else state
+        state["selection"] = self._stored_selection(spec, seed, job.info["request"], db)
+        if role == "select":
+            return None if state["selection"] is not None else state
         reference_job = f"{exp_id}/seed{seed}/request{job.info['request']}/reference"
         state["reference_job"] = reference_job
         done_file = db.root / _folder(reference_job) / "reference.json"
@@ -335,6 +367,14 @@ class UnlearnKind(ExperimentKind):
             return state
         entry = db.ledger_entry(job_id(exp_id, job))
         return None if entry is not None and entry["status"] == "finished" else state
+
+    def _stored_selection(self, spec, seed: int, i: int, db: ResultsDB) -> dict | None:
+        """The model-table entry of a worst_case request's stored forget set (None: other kinds, or
+        not selected yet)."""
+        if spec.forget[i].kind != "worst_case":
+            return None
+        entry = db.model_entry(self._selection_id(spec, seed, i))
+        return entry if entry and db.file(entry["path"]).is_file() else None
 
     def _origin_state(self, spec: UnlearnSpec, seed: int, db: ResultsDB) -> dict:
         if spec.source is None:
@@ -376,8 +416,8 @@ class UnlearnKind(ExperimentKind):
 
     def run_job(self, spec: UnlearnSpec, exp_id: str, job: Job, state: dict, outbox: Outbox) -> None:
         role = job.info["role"]
-        {"original_model": self._original_model, "references": self._references, "reference": self._reference,
-         "entry": self._entry}[role](spec, exp_id, job, state, outbox)
+        {"original_model": self._original_model, "references": self._references, "select": self._select,
+         "reference": self._reference, "entry": self._entry}[role](spec, exp_id, job, state, outbox)
 
     def _original_model(self, spec, exp_id, job, state, outbox) -> None:
         seed = job.seed
@@ -459,10 +499,45 @@ class UnlearnKind(ExperimentKind):
             models.append(model.eval())
         return ReferenceModels(models, saved["masks"].numpy(), int(saved["seed"]))
 
-    def _split(self, spec, origin: Origin, i: int, seed: int) -> ForgetSplit:
+    def _select(self, spec, exp_id, job, state, outbox) -> None:
+        """A worst_case request's forget set: the bi-level selection (forget/worst_case.py) on the
+        original model, with each example's out-of-training confidence from the per-example attack's
+        reference models (objective retrain_gap); stored with its objective trace."""
+        from ...evaluate.mia import out_of_training_confidence
+        from ...forget.worst_case import worst_case_forget_set
+        seed, i = job.seed, job.info["request"]
+        request = spec.forget[i]
+        origin = self.origin(spec, seed, state)
+        device = pick_device(origin.training.device)
+        x, y = origin.data.x_train, origin.data.y_train
+        model = self._load(origin, outbox.root, state["original"], device)[0].eval()
+        with Stopwatch() as clock:
+            q = None
+            if request.worst_case_objective == "retrain_gap":
+                q = out_of_training_confidence(self._load_references(origin, outbox.root, state["references"], device),
+                                               x, y)
+            chosen = worst_case_forget_set(model, x, y, worst_case_size(request, len(y)),
+                                           seed=request.seed if request.seed is not None else seed,
+                                           objective=request.worst_case_objective, out_confidence=q, device=device)
+        model_id = self._selection_id(spec, seed, i)
+        path = outbox.root / f"models/{model_id.replace('/', '_')}.safetensors"
+        save_state(path, {"indices": torch.as_tensor(chosen["indices"], dtype=torch.int64),
+                          "objective": torch.as_tensor(chosen["objective"], dtype=torch.float64)})
+        outbox.emit("model", model_id=model_id, experiment_id=exp_id, seed=seed, role="forget_set",
+                    path=outbox.rel(path), seconds=clock.wall,
+                    info={"request": request.model_dump(mode="json"), "size": len(chosen["indices"]),
+                          "objective": chosen["objective"], "cpu_seconds": clock.cpu})
+
+    @staticmethod
+    def _selected(root, entry: dict | None) -> np.ndarray | None:
+        return None if entry is None else load_state(root / entry["path"])["indices"].numpy()
+
+    def _split(self, spec, origin: Origin, i: int, seed: int, selected: np.ndarray | None = None) -> ForgetSplit:
         """Request i on the original's training data; a random request without its own seed draws
-        its forget set from the run's seed (each seed forgets its own sample)."""
-        return resolve(spec.forget[i], origin.data.y_train.numpy(), origin.data.n_classes, run_seed=seed)
+        its forget set from the run's seed (each seed forgets its own sample); a worst_case request
+        takes its stored selection, `selected`."""
+        return resolve(spec.forget[i], origin.data.y_train.numpy(), origin.data.n_classes, run_seed=seed,
+                       selected=selected)
 
     def _reference(self, spec, exp_id, job, state, outbox) -> None:
         """The model retrained from scratch on the retain set with the original recipe (built once
@@ -474,7 +549,7 @@ class UnlearnKind(ExperimentKind):
         device = pick_device(origin.training.device)
         split = None
         try:
-            split = self._split(spec, origin, i, seed)
+            split = self._split(spec, origin, i, seed, self._selected(outbox.root, state.get("selection")))
             model_id = f"retrain/{origin.key}_{split.key()}"
             cached = state.get("cached_reference") or {}
             entry = cached.get(model_id)
@@ -529,7 +604,7 @@ class UnlearnKind(ExperimentKind):
         entry_id = job_id(exp_id, job)
         origin = self.origin(spec, seed, state)
         device = pick_device(origin.training.device)
-        split = self._split(spec, origin, i, seed)
+        split = self._split(spec, origin, i, seed, self._selected(outbox.root, state.get("selection")))
         reference = state["reference"]
         outbox.emit("ledger_open", entry_id=entry_id, experiment_id=exp_id, source=origin.source, seed=seed,
                     request=spec.forget[i].model_dump(mode="json"), forget_key=split.key(), method=method, label=label,
@@ -603,7 +678,8 @@ def load_stored_model(db: ResultsDB, model_id: str, device: str | torch.device =
     """A model an unlearning experiment stored, rebuilt: a ledger entry's model (`<exp>/seed<k>/
     request<i>/<label>`: the original, the retrained reference or a method's unlearned model, as the
     checkpoint policy kept it) or a stored model by its id in the models table (`original/...`,
-    `retrain/...`, `mia_references/...`; the last gives the attack's ReferenceModels). Returns
+    `retrain/...`, `mia_references/...`, `forget_set/...`; the third gives the attack's
+    ReferenceModels, the last a worst_case request's selection as {"indices", "objective"}). Returns
     (model, info): info has the spec, the role, the ledger entry and the forget / retain split of
     its request (None for models of no single request)."""
     from ...core.errors import PalimpsestError
@@ -626,10 +702,13 @@ def load_stored_model(db: ResultsDB, model_id: str, device: str | torch.device =
     split = None
     if ledger is not None:
         request = int(model_id.split("/request")[1].split("/")[0])
-        split = kind._split(spec, origin, request, seed)
+        split = kind._split(spec, origin, request, seed,
+                            kind._selected(db.root, kind._stored_selection(spec, seed, request, db)))
     role = entry["role"]
     if role == "mia_references":
         model = kind._load_references(origin, db.root, entry, device)
+    elif role == "forget_set":   # a worst_case request's selection: {"indices", "objective"}, not a model
+        model = {k: v.numpy() for k, v in load_state(db.file(entry["path"])).items()}
     elif role == "entry" and ledger["label"] not in ("original", REFERENCE):
         with torch.random.fork_rng(devices=[]):
             model = UNLEARNERS.get(ledger["method"]).obj.restore(lambda: origin.make_model().to(device),
