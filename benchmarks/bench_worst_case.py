@@ -2,15 +2,15 @@
 the same size, for several unlearning methods?
 
 For each seed of a finished memorising benchmark (`palimpsest run recipes/unlearn_fmnist_memorise.yaml`,
-same --root): load that seed's original model and the per-example attack's reference models, select
-the worst-case forget set of `--size` examples by the bi-level selection of forget/worst_case.py
-(`--objective retrain_gap`, the default: the set whose true-label probability after the lower
-level stays farthest above what the reference models that left each image out give it;
-`forget_loss`: the paper's objective, the set best remembered after unlearning; gradient ascent as
-the lower level), then run one unlearning experiment with two requests, the worst-case set (`kind: indices`) and a
-random set of the same size, and the methods (default: finetune, gradient_ascent, neggrad_plus,
-random_labels), audited against the model retrained without each set (the original and the
-attack's reference models are reused from the root). Per method: forget-accuracy gap and privacy
+same --root): run one unlearning experiment per seed with that benchmark's original model and
+the per-example attack's reference models (reused from the root, same training spec) and two forget
+requests of `--size` examples: `{kind: worst_case, objective: ...}`, whose set the unlearn kind
+selects by the bi-level selection of forget/worst_case.py and stores (`--objective retrain_gap`,
+the default: the set whose true-label probability after the lower level stays farthest above what
+the reference models that left each image out give it; `forget_loss`: the paper's objective, the
+set best remembered after unlearning; gradient ascent as the lower level), and `{kind: random}` of
+the same fraction (drawn from the run's seed); the methods (default: finetune, gradient_ascent,
+neggrad_plus, random_labels) are audited against the model retrained without each set. Per method: forget-accuracy gap and privacy
 gap to the retrained model, and the verdict, worst-case vs random.
 
     python benchmarks/bench_worst_case.py --root palimpsest-results [--seeds 0,1,2] [--size 250]
@@ -36,9 +36,9 @@ import yaml
 
 from palimpsest.core.seeding import configure_torch
 from palimpsest.evaluate.mia import ReferenceModels, out_of_training_confidence
-from palimpsest.forget.worst_case import OBJECTIVES, after_lower_level, worst_case_forget_set
+from palimpsest.forget.worst_case import OBJECTIVES, after_lower_level
 from palimpsest.run import ResultsDB, load_model
-from palimpsest.run.kinds.unlearn import load_stored_model, load_training_data, run_unlearning
+from palimpsest.run.kinds.unlearn import UnlearnKind, load_stored_model, load_training_data, run_unlearning
 from palimpsest.run.spec import parse_spec
 
 KEYS = ("forget_accuracy", "privacy_gap", "reference_mia_auc", "test_accuracy")
@@ -117,17 +117,24 @@ def main() -> None:
     base = yaml.safe_load(exp["spec_yaml"])
     data = load_training_data(parse_spec(base).train)
     rows = []
+    fraction = args.size / len(data.y_train)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        model, _ = load_model(root, f"{exp['id']}/seed{seed}/request0/original")
-        q = out_of_training_confidence(reference_models(root, parse_spec(base), seed), data.x_train, data.y_train)
-        chosen = worst_case_forget_set(model, data.x_train, data.y_train, args.size, seed=seed,
-                                       objective=args.objective, out_confidence=q)
+        spec = parse_spec(dict(base, name="unlearn_fmnist_worst_case", seeds=[seed],
+                               forget=[{"kind": "worst_case", "fraction": fraction, "objective": args.objective},
+                                       {"kind": "random", "fraction": fraction}],
+                               methods=["retrain", *args.methods.split(",")]))
+        exp_id = run_unlearning(spec, root=root, progress=False)
+        with ResultsDB(root, create=False) as db:
+            entries = db.ledger(exp_id)
+            chosen = load_stored_model(db, UnlearnKind._selection_id(spec, seed, 0))[0]
+            random = load_stored_model(db, f"{exp_id}/seed{seed}/request1/original")[1]["split"].forget
         worst = chosen["indices"]
-        random = np.random.default_rng(seed).choice(len(data.y_train), args.size, replace=False)
+        model, _ = load_model(root, f"{exp_id}/seed{seed}/request0/original")
+        q = out_of_training_confidence(reference_models(root, spec, seed), data.x_train, data.y_train)
         after = {side: after_lower_level(model, data.x_train, data.y_train, idx)
                  for side, idx in (("worst", worst), ("random", random))}
-        selection = {"objective": args.objective, "objective_first": chosen["objective"][0],
-                     "objective_last": chosen["objective"][-1],
+        selection = {"objective": args.objective, "objective_first": float(chosen["objective"][0]),
+                     "objective_last": float(chosen["objective"][-1]),
                      **{f"loss_after_ascent_{k}": v["loss"] for k, v in after.items()},
                      **{f"out_confidence_{k}": float(q[idx].mean()) for k, idx in (("worst", worst), ("random", random))},
                      **{f"gap_after_ascent_{k}": float(after[k]["correct_prob"].mean() - q[idx].mean())
@@ -136,13 +143,6 @@ def main() -> None:
                      "share_of_lowest_out_confidence": float(np.isin(worst, np.argsort(q)[:args.size]).mean()),
                      "worst_classes": np.bincount(data.y_train[torch.as_tensor(worst)].numpy(), minlength=10).tolist()}
         print(f"seed {seed}: selection {selection}", flush=True)
-        spec = dict(base, name="unlearn_fmnist_worst_case", seeds=[seed],
-                    forget=[{"kind": "indices", "indices": worst.tolist()},
-                            {"kind": "indices", "indices": np.sort(random).tolist()}],
-                    methods=["retrain", *args.methods.split(",")])
-        exp_id = run_unlearning(parse_spec(spec), root=root, progress=False)
-        with ResultsDB(root, create=False) as db:
-            entries = db.ledger(exp_id)
         for e in entries:
             request = "worst" if "/request0/" in e["id"] else "random"
             rows.append({"seed": seed, "request": request, "label": e["label"], "status": e["status"],
