@@ -96,12 +96,13 @@ def _lower_step(logits, p: dict, x, y, w, size: int, lower: str, lr: float, crea
 def worst_case_forget_set(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, size: int, *,
                           objective: str = "retrain_gap", out_confidence: np.ndarray | None = None,
                           lower: str = "gradient_ascent", pool: np.ndarray | None = None, outer_steps: int = 30,
-                          outer_lr: float = 0.2, inner_steps: int = 3, inner_lr: float = 0.05, seed: int = 0,
+                          outer_lr: float = 0.2, inner_steps: int = 3, inner_lr: float = 0.05,
                           device="cpu") -> dict:
     """Indices (into `inputs`) of the worst-case forget set of `size` examples, chosen from `pool`
     (default: every example). objective "retrain_gap" needs `out_confidence` (one q_i per example of
     `inputs`, e.g. `evaluate.mia.out_of_training_confidence`). Returns {"indices", "weights" (over the pool),
-    "objective" (the upper loss per outer step), "pool"}."""
+    "objective" (the upper loss per outer step), "pool"}. Deterministic: full-batch steps from uniform
+    weights, so the selection needs no seed (a run's seed enters through its original and reference models)."""
     _check_choice("objective", objective, OBJECTIVES)
     _check_choice("lower level", lower, LOWER_LEVELS)
     pool = np.arange(len(targets)) if pool is None else np.asarray(pool)
