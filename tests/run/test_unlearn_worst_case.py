@@ -83,3 +83,21 @@ def test_retrain_gap_without_reference_models_is_a_spec_error():
     text = str(err.value)
     assert "forget.0" in text and "reference_mia.n_models" in text and "forget_loss" in text
     spec(objective="forget_loss", n_models=0)   # the paper's objective needs no reference models
+
+
+def test_the_request_chooses_the_selections_lower_level(tmp_path):
+    s = spec(objective="forget_loss", n_models=0,
+             forget=[{"kind": "worst_case", "fraction": 0.05, "objective": "forget_loss", "lower": "finetune"}])
+    assert "lower level finetune" in s.forget[0].describe()
+    run_unlearning(s, root=tmp_path, progress=False)
+    db = ResultsDB(tmp_path)
+    selection = load_stored_model(db, db.model_entries("forget_set/")[0]["id"])[0]
+    exp = db.experiments()[0]["id"]
+    original = load_stored_model(db, f"{exp}/seed0/request0/original")[0]
+    data = load_training_data(s.train)
+    kw = dict(objective="forget_loss")
+    finetune = worst_case_forget_set(original, data.x_train, data.y_train, 20, lower="finetune", **kw)
+    ascent = worst_case_forget_set(original, data.x_train, data.y_train, 20, **kw)
+    np.testing.assert_array_equal(selection["indices"], finetune["indices"])
+    assert not np.array_equal(finetune["indices"], ascent["indices"])   # the setting reaches the selection
+    db.close()

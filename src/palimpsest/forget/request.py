@@ -43,9 +43,17 @@ class ForgetRequest(Settings):
         None, json_schema_extra=since("0.3"), description="worst_case: what the selection maximises; retrain_gap "
         "(None: the default) needs audits.reference_mia.n_models > 0, forget_loss (the paper's) needs nothing")
 
+    lower: Literal["gradient_ascent", "finetune", "neggrad_plus"] | None = Field(
+        None, json_schema_extra=since("0.3"), description="worst_case: the unlearning the selection unrolls as its "
+        "lower level (None: gradient_ascent); pick the one closest to the method under test")
+
     @property
     def worst_case_objective(self) -> str:
         return self.objective or "retrain_gap"
+
+    @property
+    def worst_case_lower(self) -> str:
+        return self.lower or "gradient_ascent"
 
     def describe(self) -> str:
         if self.kind == "classes":
@@ -56,7 +64,7 @@ class ForgetRequest(Settings):
             part = f"{self.fraction:.0%}" if self.fraction else f"{len(self.indices or [])} examples"
             return f"{part} of class {self.classes}"
         if self.kind == "worst_case":
-            return f"worst case {self.fraction:.0%} ({self.worst_case_objective})"
+            return f"worst case {self.fraction:.0%} ({self.worst_case_objective}, lower level {self.worst_case_lower})"
         return f"random {self.fraction:.0%}"
 
 

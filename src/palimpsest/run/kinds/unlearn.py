@@ -517,7 +517,8 @@ class UnlearnKind(ExperimentKind):
                 q = out_of_training_confidence(self._load_references(origin, outbox.root, state["references"], device),
                                                x, y)
             chosen = worst_case_forget_set(model, x, y, worst_case_size(request, len(y)),
-                                           objective=request.worst_case_objective, out_confidence=q, device=device)
+                                           objective=request.worst_case_objective, lower=request.worst_case_lower,
+                                           out_confidence=q, device=device)
         model_id = self._selection_id(spec, seed, i)
         path = outbox.root / f"models/{model_id.replace('/', '_')}.safetensors"
         save_state(path, {"indices": torch.as_tensor(chosen["indices"], dtype=torch.int64),
