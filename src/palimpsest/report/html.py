@@ -88,6 +88,19 @@ def _grid(n_panels: int) -> tuple[int, int]:
     return math.ceil(n_panels / cols), cols
 
 
+def _panels(n_panels: int, n_series: int):
+    """A figure of `n_panels` panels sharing the y axis (spare grid cells hidden) and one colour per
+    series: tab10 up to 10 series, viridis beyond. Returns (fig, axes (2-D), colors)."""
+    n_rows, n_cols = _grid(n_panels)
+    colors = (matplotlib.colormaps["tab10"].colors if n_series <= 10
+              else matplotlib.colormaps["viridis"](np.linspace(0, 0.95, n_series)))
+    fig = Figure(figsize=(min(3.4 * n_cols + 1.4, 16), 2.7 * n_rows + 0.5), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
+    for ax in list(axes.flat)[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes, colors
+
+
 def _step_label(step: int, tasks: Sequence[int], n_tasks: int) -> str:
     if list(tasks) == [step]:
         return str(step)
@@ -147,12 +160,7 @@ def curves_figure(matrices: dict[str, dict], view: str) -> Figure | None:
     one panel per strategy, shaded ± std over seeds."""
     if not matrices or all(np.isnan(m["mean"]).all() for m in matrices.values()):
         return None
-    n_rows, n_cols = _grid(len(matrices))
-    max_t = max(m["mean"].shape[1] for m in matrices.values())
-    colors = (matplotlib.colormaps["tab10"].colors if max_t <= 10
-              else matplotlib.colormaps["viridis"](np.linspace(0, 0.95, max_t)))
-    fig = Figure(figsize=(min(3.4 * n_cols + 1.4, 16), 2.7 * n_rows + 0.5), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
+    fig, axes, colors = _panels(len(matrices), max(m["mean"].shape[1] for m in matrices.values()))
     handles = {}
     for ax, (label, m) in zip(axes.flat, matrices.items()):
         mean, std = m["mean"] * 100, m["std"] * 100
@@ -179,8 +187,6 @@ def curves_figure(matrices: dict[str, dict], view: str) -> Figure | None:
         ax.tick_params(labelsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)", fontsize=8)
-    for ax in list(axes.flat)[len(matrices):]:
-        ax.set_visible(False)
     order = sorted(handles)
     fig.legend([handles[t] for t in order], [f"exp {t}" for t in order], loc="outside right", fontsize=7,
                title="test experience", title_fontsize=7, ncols=max(1, math.ceil(len(order) / 12)))

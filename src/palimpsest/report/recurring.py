@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..evaluate.records import RunRecord
-from .html import _grid, _records
+from .html import _panels, _records
 from .page import PARTS, figure_html
 
 
@@ -77,12 +76,7 @@ def reappearance_figure(records: dict[str, list[RunRecord]], view: str = "class"
     per_label = {k: v for k, v in per_label.items() if any(len(x) for runs in v.values() for x in runs)}
     if not per_label:
         return None
-    n_rows, n_cols = _grid(len(per_label))
-    n_tasks = max(len(v) for v in per_label.values())
-    colors = (matplotlib.colormaps["tab10"].colors if n_tasks <= 10
-              else matplotlib.colormaps["viridis"](np.linspace(0, 0.95, n_tasks)))
-    fig = Figure(figsize=(min(3.4 * n_cols + 1.4, 16), 2.7 * n_rows + 0.5), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
+    fig, axes, colors = _panels(len(per_label), max(len(v) for v in per_label.values()))
     for ax, (label, tasks) in zip(axes.flat, per_label.items()):
         for task, runs in sorted(tasks.items()):
             longest = max(len(x) for x in runs)
@@ -103,8 +97,6 @@ def reappearance_figure(records: dict[str, list[RunRecord]], view: str = "class"
         ax.tick_params(labelsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy on return (%)", fontsize=8)
-    for ax in list(axes.flat)[len(per_label):]:
-        ax.set_visible(False)
     handles, labels = next(iter(axes.flat)).get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right", fontsize=7, title="test experience", title_fontsize=7)
     return fig
