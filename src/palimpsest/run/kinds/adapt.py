@@ -163,8 +163,7 @@ class AdaptKind(LearnKind):
         return f"adapt_source/{spec.source_digest(seed)}"
 
     def pending(self, spec, exp_id, job, db):
-        entry = db.model_entry(self._source_id(spec, job.seed))
-        entry = entry if entry and db.file(entry["path"]).is_file() else None
+        entry = db.stored_model(self._source_id(spec, job.seed))
         if job.info.get("role") == "source":
             return None if entry is not None else {}
         state = super().pending(spec, exp_id, job, db)

@@ -342,12 +342,10 @@ class UnlearnKind(ExperimentKind):
     def pending(self, spec: UnlearnSpec, exp_id, job, db: ResultsDB):
         seed, role = job.seed, job.info["role"]
         state: dict[str, Any] = {"origin": self._origin_state(spec, seed, db)}
-        original = db.model_entry(self._original_id(spec, seed))
-        state["original"] = original if original and db.file(original["path"]).is_file() else None
+        state["original"] = db.stored_model(self._original_id(spec, seed))
         if role == "original_model":
             return None if state["original"] is not None else state
-        refs = db.model_entry(self._references_id(spec, seed))
-        state["references"] = refs if refs and db.file(refs["path"]).is_file() else None
+        state["references"] = db.stored_model(self._references_id(spec, seed))
         if role == "references":
             return None if state["references"] is not None else state
         state["selection"] = self._stored_selection(spec, seed, job.info["request"], db)
@@ -373,8 +371,7 @@ class UnlearnKind(ExperimentKind):
         not selected yet)."""
         if spec.forget[i].kind != "worst_case":
             return None
-        entry = db.model_entry(self._selection_id(spec, seed, i))
-        return entry if entry and db.file(entry["path"]).is_file() else None
+        return db.stored_model(self._selection_id(spec, seed, i))
 
     def _origin_state(self, spec: UnlearnSpec, seed: int, db: ResultsDB) -> dict:
         if spec.source is None:

@@ -255,6 +255,12 @@ class ResultsDB:
         rows = _rows(self.conn.execute("SELECT * FROM models WHERE id=?", (model_id,)))
         return rows[0] if rows else None
 
+    def stored_model(self, model_id: str) -> dict | None:
+        """The model entry `model_id` when its file is on disk (None: never stored, or its file is gone,
+        so it has to be built again)."""
+        entry = self.model_entry(model_id)
+        return entry if entry and self.file(entry["path"]).is_file() else None
+
     def model_entries(self, prefix: str) -> list[dict]:
         """Stored models whose id starts with `prefix`."""
         return _rows(self.conn.execute("SELECT * FROM models WHERE substr(id, 1, ?) = ?", (len(prefix), prefix)))
