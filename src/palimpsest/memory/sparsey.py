@@ -19,17 +19,25 @@ The CSA, for the binary input x_RF inside a mac's RF (one pass, the same for sto
     p_j = μ_j / Σ_{k in CM} μ_k                      one winner drawn per CM from p
 A familiar input (G = 1) gives a tall sigmoid, so the cells with V = 1 (its stored code) win almost
 surely; a novel input (G ≤ G⁻) gives η = 1, a flat μ and a uniform draw: a new, near-random code; in
-between, codes overlap the codes of the stored inputs in proportion to their similarity (similar
-inputs, similar codes: the semantic memory that comes with the episodic one). A mac whose RF holds
-fewer than π⁻ active units stays silent (code −1 in every CM).
+between, codes overlap the codes of the stored inputs the more, the more similar the inputs (similar
+inputs, similar codes: the paper's semantic memory that comes with the episodic one; on digits this
+holds only for near-duplicates, see benchmarks/README.md). A mac whose RF holds fewer than π⁻ active
+units stays silent (code −1 in every CM). Arguments: G⁻ `g_floor`, χ `height`, γ `power`, λ
+`steepness`, c `inflection`, π⁻ `min_active`.
 
 Storage (single trial, Hebbian): W_ij = 1 for every active input i in the RF and every winner j.
 Retrieval: the most probable code, the max-V cell of each CM (the CSA's draw in its G → 1 limit);
 G tells stored (familiar) inputs from new ones.
 
+Critical periods (2014): a mac whose share of set weights reaches `freeze_at` stops learning; the
+level-1 macs of a hierarchy close theirs early, become a fixed vocabulary of patch codes, and the
+level-2 mac above then sees the same input for the same image at storage and at recall.
+
 Departures: no horizontal or top-down signals and no time (purely spatial inputs, as in the 2010
-model); the sigmoid's steepness is fixed and only its height depends on G; no critical periods
-(a mac keeps learning until its weights saturate); retrieval takes the argmax instead of a draw.
+model); only the sigmoid's height depends on G (its steepness and inflection are fixed per level);
+retrieval takes the argmax instead of a draw, ties going to the cell with the fewest set weights; a
+frozen mac gives its retrieval code at storage too; a mac is silent below π⁻ active inputs but has no
+upper limit.
 """
 from __future__ import annotations
 
