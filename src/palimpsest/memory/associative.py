@@ -334,39 +334,46 @@ class _ChunkWeights(torch.autograd.Function):
     g (N, C, o), x (N, C, i), h (N, C, i) or None."""
 
     @staticmethod
-    def forward(ctx, bases, base, coef, g, x, h, kind, power):
+    def _rows(bases, g, x) -> torch.Tensor:
+        """[B_1 .. B_k, g_1 x_1ᵀ .. g_c x_cᵀ] flattened, (n, k + c, o · i)."""
         n, k, o, i = bases.shape
-        c = g.shape[1]
-        # one product: [base | coef] (n, c, k + c) times the rows [B_1 .. B_k, g_1 x_1^T .. g_c x_c^T]
-        coefs = torch.cat([base, coef], -1)
-        rows = g.new_empty(n, k + c, o, i)
+        rows = g.new_empty(n, k + g.shape[1], o, i)
         rows[:, :k] = bases
         torch.mul(g.unsqueeze(-1), x.unsqueeze(-2), out=rows[:, k:])
-        acc = coefs @ rows.view(n, k + c, o * i)
+        return rows.view(n, -1, o * i)
+
+    @staticmethod
+    def forward(ctx, bases, base, coef, g, x, h, kind, power):
+        # one product: [base | coef] (n, c, k + c) times the rows. Only the (c, o, i) tensor the backward
+        # needs is kept (the accumulators for ℓq, the softmax for KL); the rows are rebuilt there
+        # (keeping fewer large tensors alive between forward and backward saves page faults too)
+        n, k, o, i = bases.shape
+        c = g.shape[1]
+        coefs = torch.cat([base, coef], -1)
+        acc = coefs @ _ChunkWeights._rows(bases, g, x)
         ctx.kind, ctx.power = kind, power
         if kind == "lq":
+            ctx.save_for_backward(bases, coefs, g, x, acc)
             if power == 4:
                 square = acc * acc
-                ctx.save_for_backward(coefs, rows, g, x, acc, square)
                 return torch.linalg.vecdot(square, square)
-            ctx.save_for_backward(coefs, rows, g, x, acc)
             return acc.abs().pow(power).sum(-1)
         probs = torch.softmax(acc.view(n, c, o, i), -1)
         read = (probs @ h.unsqueeze(-1)).squeeze(-1)
-        ctx.save_for_backward(coefs, rows, g, x, probs, h, read)
+        ctx.save_for_backward(bases, coefs, g, x, probs, h, read)
         return power * read
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         saved = ctx.saved_tensors
-        coefs, rows, g, x = saved[:4]
-        n, kc, o, i = rows.shape
+        bases, coefs, g, x = saved[:4]
+        n, k, o, i = bases.shape
         c = g.shape[1]
         grad_h = None
         if ctx.kind == "lq":
             q, acc = ctx.power, saved[4]
-            grad_acc = acc * saved[5] if q == 4 else acc * acc.abs().pow(q - 2)
+            grad_acc = (acc * acc).mul_(acc) if q == 4 else acc * acc.abs().pow(q - 2)
             grad_acc.mul_((q * grad).unsqueeze(-1))
         else:
             probs, h, read = saved[4:]
@@ -375,9 +382,8 @@ class _ChunkWeights(torch.autograd.Function):
             grad_acc = probs * (h.unsqueeze(-2) - read.unsqueeze(-1))
             grad_acc.mul_(grad.unsqueeze(-1))
             grad_acc = grad_acc.view(n, c, o * i)
-        k = kc - c
-        grad_coefs = grad_acc @ rows.view(n, kc, o * i).transpose(-1, -2)
-        grad_bases = (coefs[..., :k].transpose(-1, -2) @ grad_acc).view(n, k, o, i)
+        grad_coefs = grad_acc @ _ChunkWeights._rows(bases, g, x).transpose(-1, -2)
+        grad_bases = (coefs[..., :k].transpose(-1, -2).contiguous() @ grad_acc).view(n, k, o, i)
         grad_outer = (coefs[..., k:].transpose(-1, -2) @ grad_acc).view(n, c, o, i)
         grad_g = (grad_outer @ x.unsqueeze(-1)).squeeze(-1)
         grad_x = (g.unsqueeze(-2) @ grad_outer).squeeze(-2)
