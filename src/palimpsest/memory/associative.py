@@ -35,8 +35,14 @@ for these memories `chunk_size` is part of the model (chunk_size 1 = a fully onl
 Two paths compute the same function (tests/memory/test_associative.py checks them equal on every
 preset): `recurrent`, a per-token reference loop, and `chunked`, which processes `chunk_size` tokens at
 once: coefficient matrices from the gates (cumulative products in log space), one batched forward and
-backward of the memory per chunk, and reads through per-token weights written as a linear-attention sum
-(or, for ℓq / KL retention, materialised per token).
+backward of the memory per chunk, and reads through per-token weights written as a linear-attention sum.
+ℓq retention is a scalar per token and matrix (W_t = A_t / ‖A_t‖_q^(q−2)), so its reads stay that sum
+divided by the scalar, and only the norms need every A_t; KL retention (a row softmax) needs every A_t.
+Those A_t are materialised inside one autograd Function per chunk and layer (`_ChunkWeights`, its
+backward written by hand), each from the state before its sub-block of about sqrt(chunk) tokens
+(`SubBlocks`), so that autograd keeps no per-token weights and the work is ~C·sqrt(C) instead of C²
+per chunk. Both paths compute the exact per-token recurrence for every retention (Miras' own
+chunk-parallel training of Moneta and Memora was not compared).
 
 Departures, stated: ℓ2 is ½‖e‖² (Titans writes ‖e‖², a factor 2 in θ); the Huber bias is element-wise
 (Miras switches on the norm of the whole error, which makes the gradient jump at ‖e‖ = δ); gated
