@@ -6,8 +6,14 @@ import torch
 
 from palimpsest.core.errors import ConfigError, UnknownNameError
 from palimpsest.memory import MemoryState, create_memory, preset_names
-from palimpsest.memory.associative import (AssociativeMemory, MemoryConfig, chunk_weights_read, gradient_factors,
-                                           memory_forward, project)
+from palimpsest.memory.associative import (
+    AssociativeMemory,
+    MemoryConfig,
+    chunk_weights_read,
+    gradient_factors,
+    memory_forward,
+    project,
+)
 from palimpsest.memory.presets import PRESETS as PRESETS_SETTINGS
 
 PRESETS = preset_names()
@@ -67,7 +73,7 @@ def test_the_hand_written_backward_of_per_token_weights_is_autograd_s(kind, base
         return power * (torch.softmax(acc, -1) @ h.unsqueeze(-1)).squeeze(-1)
 
     for power in ((4.0, 3.0) if kind == "lq" else (2.0,)):
-        def fn(*ts):
+        def fn(*ts, power=power):
             return chunk_weights_read(kind, power, *ts[:5], ts[5] if kind == "kl" else None)
         out, want = fn(*tensors), autograd_reference(power, *tensors)
         assert torch.allclose(out, want, rtol=1e-12, atol=1e-10)

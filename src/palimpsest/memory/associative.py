@@ -335,8 +335,8 @@ class _ChunkWeights(torch.autograd.Function):
 
     The backward is written by hand (tests/memory/test_associative.py checks it against autograd in
     float64): with G_t = ∂L/∂A_t, ∂L/∂B = baseᵀ G, ∂L/∂base = G Bᵀ, ∂L/∂coef[t, s] = ⟨G_t, g_s x_sᵀ⟩,
-    and with H_s = Σ_t coef[t, s] G_t, ∂L/∂g_s = H_s x_s, ∂L/∂x_s = H_sᵀ g_s (two (C, C) x (C, out·in)
-    products, as the forward's one). Shapes: bases (N, K, o, i), base (N, C, K), coef (N, C, C),
+    and with H_s = Σ_t coef[t, s] G_t, ∂L/∂g_s = H_s x_s, ∂L/∂x_s = H_sᵀ g_s (two (C, K + C) x
+    (K + C, out·in) products, as the forward's one). Shapes: bases (N, K, o, i), base (N, C, K), coef (N, C, C),
     g (N, C, o), x (N, C, i), h (N, C, i) or None."""
 
     @staticmethod
@@ -353,7 +353,7 @@ class _ChunkWeights(torch.autograd.Function):
         # one product: [base | coef] (n, c, k + c) times the rows. Only the (c, o, i) tensor the backward
         # needs is kept (the accumulators for ℓq, the softmax for KL); the rows are rebuilt there
         # (keeping fewer large tensors alive between forward and backward saves page faults too)
-        n, k, o, i = bases.shape
+        n, _, o, i = bases.shape
         c = g.shape[1]
         coefs = torch.cat([base, coef], -1)
         acc = coefs @ _ChunkWeights._rows(bases, g, x)
@@ -448,7 +448,8 @@ class SubBlocks:
         momentum."""
         out = []
         for a, b, coef in self.edges[i]:
-            e = a[..., None, None] * a0.unsqueeze(-3) + (coef.unsqueeze(-1) * g.unsqueeze(-3)).transpose(-1, -2) @ inp.unsqueeze(-3)
+            writes = (coef.unsqueeze(-1) * g.unsqueeze(-3)).transpose(-1, -2) @ inp.unsqueeze(-3)
+            e = a[..., None, None] * a0.unsqueeze(-3) + writes
             if b is not None:
                 e = e + b[..., None, None] * s0.unsqueeze(-3)
             out.append(e)
@@ -644,7 +645,7 @@ class AssociativeMemory(nn.Module):
         last += [None if x is None else x[..., -1, :].unsqueeze(-1) for x in (cc, bigm)]
         per_chunk = zip(*(_chunks(x, 2, n) for x in (qc, kc, vc, th, dl, *read, *last)))
         outputs = []
-        for i, (qi, ki, vi, thi, dli, ra, rb, rc, la, lb, lm, lc, lbigm) in enumerate(per_chunk):
+        for i, (qi, ki, vi, thi, dli, ra, rb, rc, end_a, end_b, end_m, end_c, end_bigm) in enumerate(per_chunk):
             w0 = [project(x, cfg) for x in a]
             factors = gradient_factors(w0, ki, vi, cfg, dli)
             neg = -thi.unsqueeze(-1)
@@ -655,10 +656,10 @@ class AssociativeMemory(nn.Module):
                 h = ACTIVATIONS[cfg.activation][0](z) if j < len(gs) - 1 else z
             y = mlp_output(qi, h, cfg) if cfg.architecture == "mlp" else h
             outputs.append(y)
-            new_a = [la[..., None, None] * aj + (lc * g).transpose(-1, -2) @ x for aj, (g, x) in zip(a, gs)]
+            new_a = [end_a[..., None, None] * aj + (end_c * g).transpose(-1, -2) @ x for aj, (g, x) in zip(a, gs)]
             if s is not None:
-                new_a = [na + lb[..., None, None] * sj for na, sj in zip(new_a, s)]
-                s = [lm[..., None, None] * sj + (lbigm * g).transpose(-1, -2) @ x for sj, (g, x) in zip(s, gs)]
+                new_a = [na + end_b[..., None, None] * sj for na, sj in zip(new_a, s)]
+                s = [end_m[..., None, None] * sj + (end_bigm * g).transpose(-1, -2) @ x for sj, (g, x) in zip(s, gs)]
             a = new_a
         return torch.cat(outputs, 2), a, s
 
