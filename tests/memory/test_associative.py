@@ -100,6 +100,20 @@ def test_every_sub_block_size_computes_the_same_reads(name, block):
             assert torch.allclose(layer(x, path="chunked", order=order)[0], want, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("retention", ["lq", "kl"])
+def test_per_token_weights_for_any_chunk_and_architecture(retention):
+    """ℓq / KL retention on a matrix memory and on the MLP, with chunks of 1, 3 (prime: sub-blocks of
+    one token) and 9 (three sub-blocks of 3): the chunked path equals the per-token path (float64, 1e-10)."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    for architecture in ("matrix", "mlp"):
+        for chunk in (1, 3, 9):
+            layer = create_memory("memora" if retention == "kl" else "moneta", 16, heads=2, chunk_size=chunk,
+                                  architecture=architecture).double()
+            want = layer(x, path="recurrent")[0]
+            assert torch.allclose(layer(x, path="chunked")[0], want, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["deltanet", "titans", "memora"])
 def test_a_state_carries_the_sequence_across_calls_and_saves(name, tmp_path):
     torch.manual_seed(2)
