@@ -4,9 +4,10 @@ Both paths compute the same function (tests/memory/test_associative.py checks th
 measures what the chunked path saves. For every preset: a MemoryLayer of width 64 with 2 heads, a
 batch of 2 sequences of 1024 vectors, chunk size 64, the median wall time of the forward pass and of
 forward + backward over `--reps` repetitions, and the largest absolute difference between the two
-paths' outputs (float32).
+paths' outputs (float32). `--clock process` times CPU seconds of this process (time.process_time)
+instead of wall seconds: steadier when other jobs share the cores.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py [--reps 3] [--seq 1024] [--chunk 64]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py [--reps 3] [--seq 1024] [--chunk 64] [--clock wall|process]
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ import torch
 from palimpsest.memory import create_memory, preset_names
 
 
-def timed(fn, reps):
+def timed(fn, reps, clock=time.perf_counter):
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -37,12 +38,14 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--presets", default=",".join(preset_names()))
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"threads {torch.get_num_threads()}, flush denormal on, seq {args.seq}, chunk {args.chunk}, "
-          f"batch {args.batch}, width 64, 2 heads, {args.reps} reps (median)")
+          f"batch {args.batch}, width 64, 2 heads, {args.reps} reps (median), {args.clock} clock")
     rows = []
     for name in args.presets.split(","):
         torch.manual_seed(0)
@@ -61,8 +64,8 @@ def main() -> None:
                 layer.zero_grad()
                 y, _ = layer(x, path=path)
                 y.pow(2).mean().backward()
-            row[f"{path}_forward_s"] = timed(forward, args.reps)
-            row[f"{path}_forward_backward_s"] = timed(forward_backward, args.reps)
+            row[f"{path}_forward_s"] = timed(forward, args.reps, clock)
+            row[f"{path}_forward_backward_s"] = timed(forward_backward, args.reps, clock)
         row["speedup_forward"] = row["recurrent_forward_s"] / row["chunked_forward_s"]
         row["speedup_forward_backward"] = row["recurrent_forward_backward_s"] / row["chunked_forward_backward_s"]
         rows.append(row)

@@ -6,7 +6,14 @@ import torch
 
 from palimpsest.core.errors import ConfigError, UnknownNameError
 from palimpsest.memory import MemoryState, create_memory, preset_names
-from palimpsest.memory.associative import AssociativeMemory, MemoryConfig, gradient_factors, memory_forward, project
+from palimpsest.memory.associative import (
+    AssociativeMemory,
+    MemoryConfig,
+    chunk_weights_read,
+    gradient_factors,
+    memory_forward,
+    project,
+)
 from palimpsest.memory.presets import PRESETS as PRESETS_SETTINGS
 
 PRESETS = preset_names()
@@ -30,7 +37,7 @@ def test_chunked_and_per_token_paths_agree(name, order):
         assert torch.allclose(s1.weights[key], s2.weights[key], atol=1e-9, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["gated_deltanet", "titans"])
+@pytest.mark.parametrize("name", ["gated_deltanet", "titans", "moneta", "memora"])
 def test_the_paths_have_the_same_gradients(name):
     torch.manual_seed(1)
     layer = create_memory(name, 16, heads=2, chunk_size=4).double()
@@ -43,6 +50,68 @@ def test_the_paths_have_the_same_gradients(name):
         grads.append([p.grad.clone() for p in layer.parameters()])
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lq", "kl"])
+@pytest.mark.parametrize("bases", [1, 2])
+def test_the_hand_written_backward_of_per_token_weights_is_autograd_s(kind, bases):
+    """_ChunkWeights (a chunk's per-token accumulators A_t = Σ_k base[t, k] B_k + Σ_s coef[t, s] g_s x_sᵀ,
+    reduced to ℓq power sums or KL reads inside one Function) against the same function written with
+    autograd in float64: outputs and every input's gradient to 1e-10, with one base (gd) and two
+    (momentum), for q = 4 (its own branch) and q = 3; and torch.autograd.gradcheck."""
+    torch.manual_seed(4)
+    n, c, o, i = 2, 3, 4, 5
+    tensors = [torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+               for shape in ((n, bases, o, i), (n, c, bases), (n, c, c), (n, c, o), (n, c, i), (n, c, i))]
+    if kind == "lq":
+        tensors = tensors[:5]
+
+    def autograd_reference(power, bases_, base, coef, g, x, h=None):
+        acc = torch.einsum("nck,nkoi->ncoi", base, bases_) + torch.einsum("nct,nto,nti->ncoi", coef, g, x)
+        if kind == "lq":
+            return acc.abs().pow(power).sum((-2, -1))
+        return power * (torch.softmax(acc, -1) @ h.unsqueeze(-1)).squeeze(-1)
+
+    for power in ((4.0, 3.0) if kind == "lq" else (2.0,)):
+        def fn(*ts, power=power):
+            return chunk_weights_read(kind, power, *ts[:5], ts[5] if kind == "kl" else None)
+        out, want = fn(*tensors), autograd_reference(power, *tensors)
+        assert torch.allclose(out, want, rtol=1e-12, atol=1e-10)
+        weights = torch.randn_like(out)
+        got_grads = torch.autograd.grad((out * weights).sum(), tensors)
+        want_grads = torch.autograd.grad((want * weights).sum(), tensors)
+        for got, expect in zip(got_grads, want_grads):
+            assert torch.allclose(got, expect, rtol=1e-10, atol=1e-10)
+        assert torch.autograd.gradcheck(fn, tuple(tensors), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("name", ["moneta", "memora"])
+def test_every_sub_block_size_computes_the_same_reads(name, block):
+    """The per-token weights of ℓq / KL retention are built from the state before each sub-block;
+    any sub-block length gives the per-token path's outputs (float64, 1e-10), with momentum too."""
+    torch.manual_seed(5)
+    for rule in ("gd", "momentum"):
+        layer = create_memory(name, 16, heads=2, chunk_size=4, rule=rule).double()
+        layer.core.block = block
+        x = torch.randn(2, 8, 16, dtype=torch.float64)
+        for order in ("store_first", "retrieve_first"):
+            want = layer(x, path="recurrent", order=order)[0]
+            assert torch.allclose(layer(x, path="chunked", order=order)[0], want, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("retention", ["lq", "kl"])
+def test_per_token_weights_for_any_chunk_and_architecture(retention):
+    """ℓq / KL retention on a matrix memory and on the MLP, with chunks of 1, 3 (prime: sub-blocks of
+    one token) and 9 (three sub-blocks of 3): the chunked path equals the per-token path (float64, 1e-10)."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    for architecture in ("matrix", "mlp"):
+        for chunk in (1, 3, 9):
+            layer = create_memory("memora" if retention == "kl" else "moneta", 16, heads=2, chunk_size=chunk,
+                                  architecture=architecture).double()
+            want = layer(x, path="recurrent")[0]
+            assert torch.allclose(layer(x, path="chunked")[0], want, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["deltanet", "titans", "memora"])

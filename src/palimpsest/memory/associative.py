@@ -35,8 +35,14 @@ for these memories `chunk_size` is part of the model (chunk_size 1 = a fully onl
 Two paths compute the same function (tests/memory/test_associative.py checks them equal on every
 preset): `recurrent`, a per-token reference loop, and `chunked`, which processes `chunk_size` tokens at
 once: coefficient matrices from the gates (cumulative products in log space), one batched forward and
-backward of the memory per chunk, and reads through per-token weights written as a linear-attention sum
-(or, for ℓq / KL retention, materialised per token).
+backward of the memory per chunk, and reads through per-token weights written as a linear-attention sum.
+ℓq retention is a scalar per token and matrix (W_t = A_t / ‖A_t‖_q^(q−2)), so its reads stay that sum
+divided by the scalar, and only the norms need every A_t; KL retention (a row softmax) needs every A_t.
+Those A_t are materialised inside one autograd Function per chunk and layer (`_ChunkWeights`, its
+backward written by hand), each from the state before its sub-block of about sqrt(chunk) tokens
+(`SubBlocks`), so that autograd keeps no per-token weights and the work is ~C·sqrt(C) instead of C²
+per chunk. Both paths compute the exact per-token recurrence for every retention (Miras' own
+chunk-parallel training of Moneta and Memora was not compared).
 
 Departures, stated: ℓ2 is ½‖e‖² (Titans writes ‖e‖², a factor 2 in θ); the Huber bias is element-wise
 (Miras switches on the norm of the whole error, which makes the gradient jump at ‖e‖ = δ); gated
@@ -56,6 +62,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from ..core.config import Settings, validate
@@ -317,6 +324,166 @@ def _read_through(x, a0, s0, a, b, coef, g, inp):
     return z + (coef * (x @ inp.transpose(-1, -2))) @ g
 
 
+class _ChunkWeights(torch.autograd.Function):
+    """The per-token accumulators of one chunk, A_t = Σ_k base[t, k] B_k + Σ_s coef[t, s] g_s x_s^T
+    (B_k the chunk's starting A, and S with momentum), materialised here and reduced at once, so that
+    autograd keeps none of the (chunk, out, in) intermediates:
+
+        lq   returns Σ_ij |A_t[i, j]|^q                        (out (..., C); W_t = A_t / ‖A_t‖_q^(q−2)
+                                                                is a scalar times A_t, read linearly)
+        kl   returns c · softmax(A_t) h_t, softmax over rows    (out (..., C, o))
+
+    The backward is written by hand (tests/memory/test_associative.py checks it against autograd in
+    float64): with G_t = ∂L/∂A_t, ∂L/∂B = baseᵀ G, ∂L/∂base = G Bᵀ, ∂L/∂coef[t, s] = ⟨G_t, g_s x_sᵀ⟩,
+    and with H_s = Σ_t coef[t, s] G_t, ∂L/∂g_s = H_s x_s, ∂L/∂x_s = H_sᵀ g_s (two (C, K + C) x
+    (K + C, out·in) products, as the forward's one). Shapes: bases (N, K, o, i), base (N, C, K), coef (N, C, C),
+    g (N, C, o), x (N, C, i), h (N, C, i) or None."""
+
+    @staticmethod
+    def _rows(bases, g, x) -> torch.Tensor:
+        """[B_1 .. B_k, g_1 x_1ᵀ .. g_c x_cᵀ] flattened, (n, k + c, o · i)."""
+        n, k, o, i = bases.shape
+        rows = g.new_empty(n, k + g.shape[1], o, i)
+        rows[:, :k] = bases
+        torch.mul(g.unsqueeze(-1), x.unsqueeze(-2), out=rows[:, k:])
+        return rows.view(n, -1, o * i)
+
+    @staticmethod
+    def forward(ctx, bases, base, coef, g, x, h, kind, power):
+        # one product: [base | coef] (n, c, k + c) times the rows. Only the (c, o, i) tensor the backward
+        # needs is kept (the accumulators for ℓq, the softmax for KL); the rows are rebuilt there
+        # (keeping fewer large tensors alive between forward and backward saves page faults too)
+        n, _, o, i = bases.shape
+        c = g.shape[1]
+        coefs = torch.cat([base, coef], -1)
+        acc = coefs @ _ChunkWeights._rows(bases, g, x)
+        ctx.kind, ctx.power = kind, power
+        if kind == "lq":
+            ctx.save_for_backward(bases, coefs, g, x, acc)
+            if power == 4:
+                square = acc * acc
+                return torch.linalg.vecdot(square, square)
+            return acc.abs().pow(power).sum(-1)
+        probs = torch.softmax(acc.view(n, c, o, i), -1)
+        read = (probs @ h.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(bases, coefs, g, x, probs, h, read)
+        return power * read
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        bases, coefs, g, x = saved[:4]
+        n, k, o, i = bases.shape
+        c = g.shape[1]
+        grad_h = None
+        if ctx.kind == "lq":
+            q, acc = ctx.power, saved[4]
+            grad_acc = (acc * acc).mul_(acc) if q == 4 else acc * acc.abs().pow(q - 2)
+            grad_acc.mul_((q * grad).unsqueeze(-1))
+        else:
+            probs, h, read = saved[4:]
+            grad = ctx.power * grad
+            grad_h = (grad.unsqueeze(-2) @ probs).squeeze(-2)
+            grad_acc = probs * (h.unsqueeze(-2) - read.unsqueeze(-1))
+            grad_acc.mul_(grad.unsqueeze(-1))
+            grad_acc = grad_acc.view(n, c, o * i)
+        grad_coefs = grad_acc @ _ChunkWeights._rows(bases, g, x).transpose(-1, -2)
+        grad_bases = (coefs[..., :k].transpose(-1, -2).contiguous() @ grad_acc).view(n, k, o, i)
+        grad_outer = (coefs[..., k:].transpose(-1, -2) @ grad_acc).view(n, c, o, i)
+        grad_g = (grad_outer @ x.unsqueeze(-1)).squeeze(-1)
+        grad_x = (g.unsqueeze(-2) @ grad_outer).squeeze(-2)
+        return grad_bases, grad_coefs[..., :k], grad_coefs[..., k:], grad_g, grad_x, grad_h, None, None
+
+
+def chunk_weights_read(kind: str, power: float, bases, base, coef, g, x, h=None) -> torch.Tensor:
+    """`_ChunkWeights` on tensors with any leading dimensions (..., C, ...): flattened to one batch
+    dimension and back."""
+    lead = g.shape[:-2]
+    flat = [t.reshape(-1, *t.shape[len(lead):]).contiguous() for t in (bases, base, coef, g, x)]
+    hf = None if h is None else h.reshape(-1, *h.shape[len(lead):]).contiguous()
+    out = _ChunkWeights.apply(*flat, hf, kind, power)
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def block_size(chunk: int) -> int:
+    """The sub-block length for per-token weights: the largest divisor of the chunk <= sqrt(chunk)
+    (64 -> 8), which makes the work of the two levels about equal (see `SubBlocks`)."""
+    return max(d for d in range(1, math.isqrt(chunk) + 1) if chunk % d == 0)
+
+
+class SubBlocks:
+    """Chunks cut into sub-blocks of `size` tokens, for the retentions that need every token's
+    accumulator A_t (ℓq, KL). Materialising A_t from the chunk's start costs C x (C + 1) x out x in
+    per chunk; from the state E_j before its own sub-block, C x (size + 1) x out x in, plus
+    (C / size) x C x out x in for the states E_j themselves (64 tokens: 17 instead of 65).
+
+    Built once for all chunks from the gates (..., n, C) and the chunks' coefficients
+    (chunk_coefficients): per chunk i, `edges[i]` are the rows that give E_j (and S_j with momentum)
+    from the chunk's start and its writes, `read[i]` the coefficients of A_t (store_first) or A_{t−1}
+    (retrieve_first) from E_j within each sub-block."""
+
+    def __init__(self, alpha, eta, coefficients, order: str, size: int) -> None:
+        ac, bc, cc, mc, bigm = coefficients
+        lead, c = alpha.shape[:-1], alpha.shape[-1]
+        self.count, self.size = c // size, size
+        ends = torch.arange(size - 1, c - 1, size, device=alpha.device)        # the token before each sub-block
+        ones, zeros = alpha.new_ones(*lead, 1), alpha.new_zeros(*lead, 1)
+        first = alpha.new_zeros(*lead, 1, c)
+        # E_0 is the chunk's start (a = 1 for A, b = 1 for S); E_j the state after token ends[j − 1]
+        edges = [(torch.cat([ones, ac[..., ends]], -1), None if bc is None else torch.cat([zeros, bc[..., ends]], -1),
+                  torch.cat([first, cc[..., ends, :]], -2))]
+        if mc is not None:
+            edges.append((alpha.new_zeros(*lead, self.count), torch.cat([ones, mc[..., ends]], -1),
+                          torch.cat([first, bigm[..., ends, :]], -2)))
+        split = (*lead, self.count, size)
+        local = chunk_coefficients(alpha.reshape(split), None if eta is None else eta.reshape(split))
+        read = local[:3] if order == "store_first" else _previous(*local[:3])
+        dim, n = len(lead) - 1, lead[-1]
+        self.edges = list(zip(*[list(zip(*(_chunks(x, dim, n) for x in edge))) for edge in edges]))
+        self.read = list(zip(*(_chunks(x, dim, n) for x in read)))
+
+    def states(self, i: int, a0, s0, g, inp) -> torch.Tensor:
+        """The states before each sub-block of chunk i, (..., count, K, out, in): E_j, and S_j with
+        momentum."""
+        out = []
+        for a, b, coef in self.edges[i]:
+            writes = (coef.unsqueeze(-1) * g.unsqueeze(-3)).transpose(-1, -2) @ inp.unsqueeze(-3)
+            e = a[..., None, None] * a0.unsqueeze(-3) + writes
+            if b is not None:
+                e = e + b[..., None, None] * s0.unsqueeze(-3)
+            out.append(e)
+        return torch.stack(out, -3)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(*x.shape[:-2], self.count, self.size, x.shape[-1])
+
+
+def _chunks(x: torch.Tensor | None, dim: int, n: int) -> list:
+    """x's chunks along `dim` as a list (one `unbind`, whose backward is one stack; indexing chunk by
+    chunk would build a full-size zero gradient for every chunk)."""
+    return [None] * n if x is None else list(x.unbind(dim))
+
+
+def _read_chunk(h, a0, s0, a, b, coef, g, inp, cfg: MemoryConfig, blocks: SubBlocks | None = None,
+                chunk: int = 0) -> torch.Tensor:
+    """h_t (..., C, in) through the per-token weights P(a_t A0 + b_t S0 + Σ_s coef[t, s] g_s ⊗ inp_s) of
+    one chunk, for every retention P: a linear-attention sum for none / decay; for ℓq the same sum
+    divided by ‖A_t‖_q^(q−2) (P(A) is a scalar times A), only the norms needing each A_t; for KL each
+    A_t is materialised inside `_ChunkWeights`, from the state before its sub-block (`blocks`, for the
+    chunk of that index)."""
+    if cfg.retention in ("none", "decay"):
+        return _read_through(h, a0, s0, a, b, coef, g, inp)
+    la, lb, lc = blocks.read[chunk]
+    base = la.unsqueeze(-1) if lb is None else torch.stack([la, lb], -1)
+    args = (blocks.states(chunk, a0, s0, g, inp), base, lc, blocks.split(g), blocks.split(inp))
+    if cfg.retention == "kl":
+        z = chunk_weights_read("kl", cfg.kl_scale, *args, blocks.split(h))
+        return z.reshape(*z.shape[:-3], -1, z.shape[-1])
+    total = chunk_weights_read("lq", cfg.q, *args).flatten(-2)
+    scale = total.clamp_min(1e-12).pow(1 / cfg.q).pow(cfg.q - 2).clamp_min(1e-6)
+    return _read_through(h, a0, s0, a, b, coef, g, inp) / scale.unsqueeze(-1)
+
 # -- the core -----------------------------------------------------------------------------------------
 
 
@@ -328,6 +495,7 @@ class AssociativeMemory(nn.Module):
     def __init__(self, cfg: MemoryConfig, heads: int, head_dim: int) -> None:
         super().__init__()
         self.cfg, self.heads, self.head_dim = cfg, heads, head_dim
+        self.block: int | None = None       # sub-block length for ℓq / KL retention (None: block_size)
         d = head_dim
         if cfg.architecture == "matrix":
             shapes = [(d, d)]
@@ -465,45 +633,33 @@ class AssociativeMemory(nn.Module):
         def split(x):
             return None if x is None else x.reshape(b_, h_, n, chunk, *x.shape[3:])
 
-        qc, kc, vc, th, al, dl = split(q), split(k), split(v), split(theta), split(alpha), split(delta)
-        ac, bc, cc, mc, bigm = chunk_coefficients(al, None if eta is None else split(eta))
-        if order == "store_first":
-            read_a, read_b, read_c = ac, bc, cc
-        else:
-            read_a, read_b, read_c = _previous(ac, bc, cc)
-        linear_read = cfg.retention in ("none", "decay")
+        qc, kc, vc, th, al, dl, el = (split(x) for x in (q, k, v, theta, alpha, delta, eta))
+        coefficients = chunk_coefficients(al, el)
+        ac, bc, cc, mc, bigm = coefficients
+        read = (ac, bc, cc) if order == "store_first" else _previous(ac, bc, cc)
+        blocks = None
+        if cfg.retention in ("lq", "kl"):
+            blocks = SubBlocks(al, el, coefficients, order, self.block or block_size(chunk))
+        # the state after a chunk: the coefficients' last rows (matrices as (..., C, 1) columns)
+        last = [None if x is None else x[..., -1] for x in (ac, bc, mc)]
+        last += [None if x is None else x[..., -1, :].unsqueeze(-1) for x in (cc, bigm)]
+        per_chunk = zip(*(_chunks(x, 2, n) for x in (qc, kc, vc, th, dl, *read, *last)))
         outputs = []
-        for i in range(n):
+        for i, (qi, ki, vi, thi, dli, ra, rb, rc, end_a, end_b, end_m, end_c, end_bigm) in enumerate(per_chunk):
             w0 = [project(x, cfg) for x in a]
-            factors = gradient_factors(w0, kc[:, :, i], vc[:, :, i], cfg, None if dl is None else dl[:, :, i])
-            neg = -th[:, :, i].unsqueeze(-1)
+            factors = gradient_factors(w0, ki, vi, cfg, dli)
+            neg = -thi.unsqueeze(-1)
             gs = [(neg * g, x) for g, x in factors]          # u_s = (−θ_s g_s) ⊗ x_s
-            ra, rc = read_a[:, :, i], read_c[:, :, i]
-            rb = None if read_b is None else read_b[:, :, i]
-            if linear_read:
-                h = qc[:, :, i]
-                for j, (g, x) in enumerate(gs):
-                    z = _read_through(h, a[j], None if s is None else s[j], ra, rb, rc, g, x)
-                    h = ACTIVATIONS[cfg.activation][0](z) if j < len(gs) - 1 else z
-                y = mlp_output(qc[:, :, i], h, cfg) if cfg.architecture == "mlp" else h
-            else:
-                per_token = []
-                for j, (g, x) in enumerate(gs):
-                    # Σ_s rc[t, s] g_s x_s^T for every t: one batched product over s
-                    weighted = (rc.unsqueeze(-1) * g.unsqueeze(-3)).transpose(-1, -2)      # (b, h, t, o, s)
-                    acc = ra[..., None, None] * a[j].unsqueeze(2) + weighted @ x.unsqueeze(2)
-                    if s is not None:
-                        acc = acc + rb[..., None, None] * s[j].unsqueeze(2)
-                    per_token.append(project(acc, cfg))
-                y = memory_forward(per_token, qc[:, :, i], cfg)[0]
+            h = qi
+            for j, (g, x) in enumerate(gs):
+                z = _read_chunk(h, a[j], None if s is None else s[j], ra, rb, rc, g, x, cfg, blocks, i)
+                h = ACTIVATIONS[cfg.activation][0](z) if j < len(gs) - 1 else z
+            y = mlp_output(qi, h, cfg) if cfg.architecture == "mlp" else h
             outputs.append(y)
-            last_c = cc[:, :, i, -1].unsqueeze(-1)
-            new_a = [ac[:, :, i, -1, None, None] * aj + (last_c * g).transpose(-1, -2) @ x
-                     for aj, (g, x) in zip(a, gs)]
+            new_a = [end_a[..., None, None] * aj + (end_c * g).transpose(-1, -2) @ x for aj, (g, x) in zip(a, gs)]
             if s is not None:
-                new_a = [na + bc[:, :, i, -1, None, None] * sj for na, sj in zip(new_a, s)]
-                last_m = bigm[:, :, i, -1].unsqueeze(-1)
-                s = [mc[:, :, i, -1, None, None] * sj + (last_m * g).transpose(-1, -2) @ x for sj, (g, x) in zip(s, gs)]
+                new_a = [na + end_b[..., None, None] * sj for na, sj in zip(new_a, s)]
+                s = [end_m[..., None, None] * sj + (end_bigm * g).transpose(-1, -2) @ x for sj, (g, x) in zip(s, gs)]
             a = new_a
         return torch.cat(outputs, 2), a, s
 
