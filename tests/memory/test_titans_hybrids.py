@@ -1,0 +1,152 @@
+"""Titans' MAC, MAG and MAL mixers (memory/titans.py): shapes, causality, state continuation, gradients
+to the persistent tokens and the gate, MAG's gate formula, and the errors of bad settings."""
+import pytest
+import torch
+
+import palimpsest.memory  # noqa: F401  (registers the mixers)
+from palimpsest.core.errors import ConfigError, PalimpsestError
+from palimpsest.memory.presets import create_memory
+from palimpsest.memory.titans import read_memory
+from palimpsest.models.sequence import CausalAttention, RecallLM
+
+HYBRIDS = ["titans_mac", "titans_mag", "titans_mal"]
+
+
+def build(name, dim=16, **settings):
+    torch.manual_seed(0)
+    return create_memory(name, dim, **settings).double()
+
+
+def inputs(t=64, dim=16, seed=1):
+    return torch.randn(2, t, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", HYBRIDS)
+def test_shape_and_causality(name):
+    layer, x = build(name), inputs()
+    y, _ = layer(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    later = x.clone()
+    later[:, 40:] += 1.0
+    y2, _ = layer(later)
+    assert torch.equal(y2[:, :40], y[:, :40])         # nothing reads a later position
+    assert (y2[:, 40:] - y[:, 40:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name,split", [("titans_mag", 16), ("titans_mag", 32), ("titans_mal", 16),
+                                        ("titans_mal", 48), ("titans_mac", 32)])
+def test_two_calls_with_the_state_equal_one_call(name, split):
+    """MAG and MAL at any split that is a multiple of the memory's chunk (16 also crosses the sliding
+    window's blocked and masked paths); MAC at a segment boundary."""
+    layer, x = build(name), inputs()
+    whole, _ = layer(x)
+    first, state = layer(x[:, :split])
+    second, _ = layer(x[:, split:], state)
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-10)
+
+
+def test_mac_segments_start_where_a_call_starts():
+    """MAC's segments are cut per call: a split inside a segment is refused, and splitting at a
+    multiple of one segment length changes nothing only at segment boundaries."""
+    layer, x = build("titans_mac", segment_len=32), inputs()
+    with pytest.raises(ConfigError) as err:
+        layer(x[:, :16])
+    assert err.value.expected and err.value.got and err.value.fix
+    whole, _ = layer(x)
+    first, state = layer(x[:, :32])
+    second, _ = layer(x[:, 32:], state)
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-10)
+
+
+def test_mac_retrieves_what_earlier_segments_wrote():
+    """The retrieved tokens h_t = M*_{t-1}(q_t) change with the memory's state: the same segment read
+    after a different past gives a different output (the long-term memory reaches the attention)."""
+    layer = build("titans_mac")
+    x = inputs(48)
+    past_a, past_b = inputs(32, seed=2), inputs(32, seed=3)
+    _, state_a = layer(past_a)
+    _, state_b = layer(past_b)
+    ya, _ = layer(x[:, :16], state_a)
+    yb, _ = layer(x[:, :16], state_b)
+    assert (ya - yb).abs().max() > 1e-3
+    q = layer.memory.project_qkv(x[:, :16], None)[0]
+    assert (read_memory(layer.memory, state_a["memory"], q) - read_memory(layer.memory, None, q)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", HYBRIDS)
+def test_gradients_reach_the_persistent_tokens_the_memory_and_the_gate(name):
+    layer, x = build(name), inputs()
+    y, _ = layer(x)
+    y.pow(2).mean().backward()
+    wanted = {"attention.persistent": layer.attention.persistent, "memory.core.initial.0": layer.memory.core.initial[0],
+              "memory.to_gates.weight": layer.memory.to_gates.weight}
+    if name == "titans_mag":
+        wanted.update({"norm_memory.weight": layer.norm_memory.weight, "norm_attention.weight": layer.norm_attention.weight})
+    for label, p in wanted.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, label
+
+
+def test_mag_gate_combines_the_normalised_branches():
+    """o = W_o(RMSNorm_y(y) ⊙ σ(RMSNorm_m(M(x)))) with y, M(x) the branches on the same input; with the
+    memory's read-out zeroed the gate is one half everywhere and o is half the attention branch."""
+    layer, x = build("titans_mag"), inputs()
+    o, _ = layer(x)
+    y, _ = layer.attention(x)
+    m, _ = layer.memory(x)
+    assert torch.allclose(o, layer.out(layer.norm_attention(y) * torch.sigmoid(layer.norm_memory(m))), atol=1e-12)
+    with torch.no_grad():
+        layer.memory.out.weight.zero_()
+    closed, _ = layer(x)
+    assert torch.allclose(closed, 0.5 * layer.out(layer.norm_attention(y)), atol=1e-12)
+    assert (closed - o).abs().max() > 1e-3
+
+
+def test_persistent_tokens_are_seen_beyond_the_window():
+    """With persistent tokens, a query far past the window still reads them (they never slide out), and
+    the blocked sliding-window path equals the masked one."""
+    torch.manual_seed(0)
+    attn = CausalAttention(16, 2, window=4, persistent=3).double()
+    x = inputs(32)
+    blocked, _ = attn(x)                                   # t % window == 0: the blocked path
+    first, state = attn(x[:, :3])                          # masked path, then continued
+    rest, _ = attn(x[:, 3:], state)
+    assert torch.allclose(torch.cat([first, rest], 1), blocked, atol=1e-10)
+    with torch.no_grad():
+        attn.persistent.mul_(10)
+    assert (attn(x)[0][:, -1] - blocked[:, -1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name,settings,part", [
+    ("titans_mac", {"heads": 3}, "heads"),
+    ("titans_mag", {"persistent": -1}, "persistent"),
+    ("titans_mal", {"window": 0}, "window"),
+    ("titans_mac", {"segment_len": 16, "memory": {"chunk_size": 5}}, "chunk size"),
+    ("titans_mac", {"segment_len": 0}, "segment"),
+    ("titans_mag", {"memory": 3}, "memory settings"),
+])
+def test_bad_settings_give_a_clear_error(name, settings, part):
+    with pytest.raises(ConfigError) as err:
+        create_memory(name, 16, **settings)
+    assert part in err.value.what and err.value.expected and err.value.got is not None and err.value.fix
+
+
+def test_bad_memory_settings_and_unknown_keys_are_clear():
+    with pytest.raises(PalimpsestError) as err:       # the titans preset's own validation
+        create_memory("titans_mal", 16, memory={"chunk_size": 0})
+    assert "chunk_size" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        RecallLM(32, 16, 1, "titans_mag", {"windw": 8})
+    assert "windw" in str(err.value)
+
+
+def test_the_hybrids_train_in_a_recall_model():
+    """One optimiser step of a 1-block model lowers nothing to NaN and moves the persistent tokens."""
+    torch.manual_seed(0)
+    for name in HYBRIDS:
+        model = RecallLM(32, 16, 1, name, {"memory": {"chunk_size": 8}} if name != "titans_mac" else {"segment_len": 8})
+        before = model.blocks[0].mixer.attention.persistent.detach().clone()
+        ids = torch.randint(32, (2, 32))
+        loss = model(ids).logsumexp(-1).mean()
+        loss.backward()
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        assert not torch.equal(model.blocks[0].mixer.attention.persistent, before), name
