@@ -81,23 +81,34 @@ def test_gradients_reach_the_persistent_tokens_the_memory_and_the_gate(name):
     wanted = {"attention.persistent": layer.attention.persistent, "memory.core.initial.0": layer.memory.core.initial[0],
               "memory.to_gates.weight": layer.memory.to_gates.weight}
     if name == "titans_mag":
-        wanted.update({"norm_memory.weight": layer.norm_memory.weight, "norm_attention.weight": layer.norm_attention.weight})
+        wanted.update({"norm_memory.weight": layer.norm_memory.weight, "norm_attention.weight": layer.norm_attention.weight,
+                       "to_gate.weight": layer.to_gate.weight, "to_gate.bias": layer.to_gate.bias})
     for label, p in wanted.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, label
 
 
 def test_mag_gate_combines_the_normalised_branches():
-    """o = W_o(RMSNorm_y(y) ⊙ σ(RMSNorm_m(M(x)))) with y, M(x) the branches on the same input; with the
-    memory's read-out zeroed the gate is one half everywhere and o is half the attention branch."""
+    """mix: o = W_o(g ⊙ ŷ + (1 − g) ⊙ m̂), g = σ(W_g x + b); product: o = W_o(ŷ ⊙ σ(m̂)), with ŷ, m̂ the
+    RMSNorm-ed branches on the same input. Opening the gate fully (b → +∞) leaves the attention branch
+    alone, closing it (b → −∞) the memory branch; with the product gate and the memory's read-out
+    zeroed the gate is one half everywhere."""
     layer, x = build("titans_mag"), inputs()
     o, _ = layer(x)
-    y, _ = layer.attention(x)
-    m, _ = layer.memory(x)
-    assert torch.allclose(o, layer.out(layer.norm_attention(y) * torch.sigmoid(layer.norm_memory(m))), atol=1e-12)
+    y, m = layer.norm_attention(layer.attention(x)[0]), layer.norm_memory(layer.memory(x)[0])
+    g = torch.sigmoid(layer.to_gate(x))
+    assert torch.allclose(o, layer.out(g * y + (1 - g) * m), atol=1e-12)
+    for bias, branch in [(60.0, y), (-60.0, m)]:
+        with torch.no_grad():
+            layer.to_gate.bias.fill_(bias)
+        assert torch.allclose(layer(x)[0], layer.out(branch), atol=1e-12)
+    product = build("titans_mag", gate="product")
+    o, _ = product(x)
+    y, m = product.norm_attention(product.attention(x)[0]), product.norm_memory(product.memory(x)[0])
+    assert torch.allclose(o, product.out(y * torch.sigmoid(m)), atol=1e-12)
     with torch.no_grad():
-        layer.memory.out.weight.zero_()
-    closed, _ = layer(x)
-    assert torch.allclose(closed, 0.5 * layer.out(layer.norm_attention(y)), atol=1e-12)
+        product.memory.out.weight.zero_()
+    closed, _ = product(x)
+    assert torch.allclose(closed, 0.5 * product.out(y), atol=1e-12)
     assert (closed - o).abs().max() > 1e-3
 
 
@@ -123,6 +134,7 @@ def test_persistent_tokens_are_seen_beyond_the_window():
     ("titans_mac", {"segment_len": 16, "memory": {"chunk_size": 5}}, "chunk size"),
     ("titans_mac", {"segment_len": 0}, "segment"),
     ("titans_mag", {"memory": 3}, "memory settings"),
+    ("titans_mag", {"gate": "sum"}, "gate"),
 ])
 def test_bad_settings_give_a_clear_error(name, settings, part):
     with pytest.raises(ConfigError) as err:

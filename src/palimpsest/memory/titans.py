@@ -12,9 +12,16 @@ input-independent tokens every query sees, §3.3). All follow the mixer API `y, 
                      M_t = M_{t-1}(y_t)                              (the memory writes the attention output)
                      o_t = y_t ⊗ M*_t(y_t),  ⊗: y ⊙ σ(·)
     titans_mag   memory as a gate (§4.2): two branches on the same input, no segments
-                     y = SW-Attn*([p_1 ... p_Np] ‖ x),   o = W_o (RMSNorm_y(y) ⊙ σ(RMSNorm_m(M(x))))
-                 (the paper: "we normalize the outputs y and M(x̃) using learnable vector-valued weights,
-                 followed by a non-linearity σ(.)"; the RMSNorms carry those weights)
+                     y = SW-Attn*([p_1 ... p_Np] ‖ x),   m = M(x),   ŷ = RMSNorm_y(y),  m̂ = RMSNorm_m(m)
+                     o = y ⊗ M(x):  W_o(g ⊙ ŷ + (1 − g) ⊙ m̂),  g = σ(W_g x + b)    (`gate: mix`, default)
+                                    W_o(ŷ ⊙ σ(m̂))                                  (`gate: product`)
+                 The paper leaves ⊗ open ("can be any non-linear gating. In our experiments, we normalize
+                 the outputs y and M(x̃) using learnable vector-valued weights, followed by a non-linearity
+                 σ(.)"); the RMSNorms carry the vector-valued weights. `product` is the literal reading;
+                 on MQAR it barely left chance in 600 steps (the memory's content reaches the output
+                 only through a multiplicative gate on the attention branch; docs/FEATURES.md), so the
+                 default is `mix`, a learned input-dependent mixture of the two normalised outputs
+                 (Hymba's normalised heads, which the paper cites for MAG, with a sigmoid gate).
     titans_mal   memory as a layer (§4.3): the memory, then sliding-window attention on its output
                      y = M(x),   o = SW-Attn*([p_1 ... p_Np] ‖ y)
                  with the residual connections of §4.4 inside the mixer: o = y + SW-Attn*(LN(x + y))
@@ -55,6 +62,7 @@ from ..models.sequence import CausalAttention
 from .associative import MemoryLayer, MemoryState, memory_forward, project
 from .presets import create_memory
 
+GATES = ("mix", "product")
 PAPER = "Titans: Learning to Memorize at Test Time (Behrouz, Zhong and Mirrokni, 2024)"
 
 
@@ -138,29 +146,51 @@ class MemoryAsContext(nn.Module):
 
 class MemoryAsGate(nn.Module):
     """Titans MAG (§4.2): sliding-window attention with persistent tokens and the neural memory on the
-    same input, combined by o = W_o (RMSNorm_y(y) ⊙ σ(RMSNorm_m(M(x)))). See the module docstring."""
+    same input, combined by a gate over their RMSNorm-ed outputs ŷ, m̂ (`gate`):
+
+        mix       o = W_o(g ⊙ ŷ + (1 − g) ⊙ m̂),  g = σ(W_g x + b)     (default)
+        product   o = W_o(ŷ ⊙ σ(m̂))
+
+    See the module docstring."""
 
     def __init__(self, dim: int, heads: int = 2, window: int = 16, persistent: int = 4,
-                 memory: dict | None = None) -> None:
+                 memory: dict | None = None, gate: str = "mix") -> None:
         super().__init__()
         _check_heads(dim, heads, "titans_mag")
         _check_persistent(persistent, "titans_mag")
         _check_window(window, "titans_mag")
+        if gate not in GATES:
+            raise ConfigError("titans_mag: unknown gate", expected=" or ".join(GATES), got=gate,
+                              fix="gate: mix (a learned input-dependent mixture) or gate: product (ŷ ⊙ σ(m̂))")
         self.attention = CausalAttention(dim, heads, window, persistent)
         self.memory = _titans(dim, memory)
         self.norm_attention, self.norm_memory = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.kind = gate
+        self.to_gate = nn.Linear(dim, dim) if gate == "mix" else None
+        if self.to_gate is not None:
+            with torch.no_grad():
+                self.to_gate.weight.mul_(0.1)
+                self.to_gate.bias.zero_()             # g starts near one half: both branches pass
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def gate(self, x: torch.Tensor, state: dict | None = None):
-        """The two branches and the gate: (attention output y, memory output m, σ(RMSNorm_m(m)), state)."""
+    def branches(self, x: torch.Tensor, state: dict | None = None):
+        """The two branches on the same input: (ŷ, m̂, state), each RMSNorm-ed with its learned weights."""
         self.memory.check_input(x, None, self.memory.cfg.path)
         y, attention_state = self.attention(x, None if state is None else state["attention"])
         m, memory_state = self.memory(x, None if state is None else state["memory"])
-        return y, m, torch.sigmoid(self.norm_memory(m)), {"memory": memory_state, "attention": attention_state}
+        new = {"memory": memory_state, "attention": attention_state}
+        return self.norm_attention(y), self.norm_memory(m), new
+
+    def combine(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """The gate, before the output projection."""
+        if self.to_gate is None:
+            return y * torch.sigmoid(m)
+        g = torch.sigmoid(self.to_gate(x))
+        return g * y + (1 - g) * m
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
-        y, _, g, new = self.gate(x, state)
-        return self.out(self.norm_attention(y) * g), new
+        y, m, new = self.branches(x, state)
+        return self.out(self.combine(x, y, m)), new
 
 
 class MemoryAsLayer(nn.Module):
@@ -192,11 +222,12 @@ def titans_mac(dim: int, heads: int = 2, segment_len: int = 16, persistent: int 
 
 
 @MEMORY_LAYERS.register("titans_mag", summary="Titans memory as gate: sliding-window attention with persistent "
-                        "tokens and the LMM, combined by a sigmoid gate", paper=PAPER)
+                        "tokens and the LMM, combined by a sigmoid gate (mix or product)", paper=PAPER)
 def titans_mag(dim: int, heads: int = 2, window: int = 16, persistent: int = 4,
-               memory: dict | None = None) -> MemoryAsGate:
-    """Titans MAG (Behrouz et al. 2024, §4.2); `memory`: settings of the titans preset. memory/titans.py."""
-    return MemoryAsGate(dim, heads, window, persistent, memory)
+               memory: dict | None = None, gate: str = "mix") -> MemoryAsGate:
+    """Titans MAG (Behrouz et al. 2024, §4.2); `memory`: settings of the titans preset; `gate`: mix or
+    product. memory/titans.py."""
+    return MemoryAsGate(dim, heads, window, persistent, memory, gate)
 
 
 @MEMORY_LAYERS.register("titans_mal", summary="Titans memory as layer: the LMM, then sliding-window attention "
