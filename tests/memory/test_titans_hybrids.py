@@ -80,9 +80,10 @@ def test_gradients_reach_the_persistent_tokens_the_memory_and_the_gate(name):
     y.pow(2).mean().backward()
     wanted = {"attention.persistent": layer.attention.persistent, "memory.core.initial.0": layer.memory.core.initial[0],
               "memory.to_gates.weight": layer.memory.to_gates.weight}
-    if name == "titans_mag":
-        wanted.update({"norm_memory.weight": layer.norm_memory.weight, "norm_attention.weight": layer.norm_attention.weight,
-                       "to_gate.weight": layer.to_gate.weight, "to_gate.bias": layer.to_gate.bias})
+    if name != "titans_mal":
+        gate = layer.gate
+        wanted.update({"norm_memory.weight": gate.norm_memory.weight, "norm_attention.weight": gate.norm_attention.weight,
+                       "to_gate.weight": gate.to_gate.weight, "to_gate.bias": gate.to_gate.bias})
     for label, p in wanted.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, label
 
@@ -94,22 +95,42 @@ def test_mag_gate_combines_the_normalised_branches():
     zeroed the gate is one half everywhere."""
     layer, x = build("titans_mag"), inputs()
     o, _ = layer(x)
-    y, m = layer.norm_attention(layer.attention(x)[0]), layer.norm_memory(layer.memory(x)[0])
-    g = torch.sigmoid(layer.to_gate(x))
-    assert torch.allclose(o, layer.out(g * y + (1 - g) * m), atol=1e-12)
+    gate = layer.gate
+    y, m = gate.norm_attention(layer.attention(x)[0]), gate.norm_memory(layer.memory(x)[0])
+    g = torch.sigmoid(gate.to_gate(x))
+    assert torch.allclose(o, gate.out(g * y + (1 - g) * m), atol=1e-12)
     for bias, branch in [(60.0, y), (-60.0, m)]:
         with torch.no_grad():
-            layer.to_gate.bias.fill_(bias)
-        assert torch.allclose(layer(x)[0], layer.out(branch), atol=1e-12)
+            gate.to_gate.bias.fill_(bias)
+        assert torch.allclose(layer(x)[0], gate.out(branch), atol=1e-12)
     product = build("titans_mag", gate="product")
     o, _ = product(x)
-    y, m = product.norm_attention(product.attention(x)[0]), product.norm_memory(product.memory(x)[0])
-    assert torch.allclose(o, product.out(y * torch.sigmoid(m)), atol=1e-12)
+    gate = product.gate
+    y, m = gate.norm_attention(product.attention(x)[0]), gate.norm_memory(product.memory(x)[0])
+    assert torch.allclose(o, gate.out(y * torch.sigmoid(m)), atol=1e-12)
     with torch.no_grad():
         product.memory.out.weight.zero_()
     closed, _ = product(x)
-    assert torch.allclose(closed, 0.5 * product.out(y), atol=1e-12)
+    assert torch.allclose(closed, 0.5 * gate.out(y), atol=1e-12)
     assert (closed - o).abs().max() > 1e-3
+
+
+def test_mac_output_gate_reads_the_updated_memory():
+    """MAC's o_t = y_t ⊗ M*_t(y_t): with the gate closed on the attention side (b → −∞) the output is
+    the memory's read after the segment's writes, W_o(RMSNorm(M*_t(S_t + Attn(S̃_t)))), computed here
+    step by step from the layer's parts."""
+    layer, x = build("titans_mac", segment_len=16), inputs(32)
+    with torch.no_grad():
+        layer.gate.to_gate.bias.fill_(-60.0)
+    o, _ = layer(x)
+    causal = torch.ones(16, 16, dtype=torch.bool).tril()
+    state, context, expected = None, None, []
+    for segment in (x[:, :16], x[:, 16:]):
+        q, _, _, context = layer.memory.project_qkv(segment, context)
+        attended = layer.attention.with_prefix(segment, read_memory(layer.memory, state, q), causal)
+        read, state = layer.memory(segment + attended, state)
+        expected.append(layer.gate.out(layer.gate.norm_memory(read)))
+    assert torch.allclose(o, torch.cat(expected, 1), atol=1e-12)
 
 
 def test_persistent_tokens_are_seen_beyond_the_window():
@@ -135,6 +156,7 @@ def test_persistent_tokens_are_seen_beyond_the_window():
     ("titans_mac", {"segment_len": 0}, "segment"),
     ("titans_mag", {"memory": 3}, "memory settings"),
     ("titans_mag", {"gate": "sum"}, "gate"),
+    ("titans_mac", {"gate": "sum"}, "gate"),
 ])
 def test_bad_settings_give_a_clear_error(name, settings, part):
     with pytest.raises(ConfigError) as err:

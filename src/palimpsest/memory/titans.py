@@ -100,16 +100,50 @@ def read_memory(layer: MemoryLayer, state: MemoryState | None, q: torch.Tensor) 
     return layer.read_out(memory_forward(w, q, layer.cfg)[0])
 
 
+def _check_gate(gate: str, what: str) -> None:
+    if gate not in GATES:
+        raise ConfigError(f"{what}: unknown gate", expected=" or ".join(GATES), got=gate,
+                          fix="gate: mix (a learned input-dependent mixture) or gate: product (ŷ ⊙ σ(m̂))")
+
+
+class OutputGate(nn.Module):
+    """The paper's y ⊗ M(·) (MAC's and MAG's output): both outputs RMSNorm-ed with learned vector weights
+    (ŷ, m̂), then `mix`: W_o(g ⊙ ŷ + (1 − g) ⊙ m̂), g = σ(W_g x + b), or `product`: W_o(ŷ ⊙ σ(m̂))."""
+
+    def __init__(self, dim: int, kind: str = "mix") -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm_attention, self.norm_memory = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.to_gate = nn.Linear(dim, dim) if kind == "mix" else None
+        if self.to_gate is not None:
+            with torch.no_grad():
+                self.to_gate.weight.mul_(0.1)
+                self.to_gate.bias.zero_()             # g starts near one half: both outputs pass
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def combine(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """The gated combination before the output projection, from the input x and the outputs y, m."""
+        y, m = self.norm_attention(y), self.norm_memory(m)
+        if self.to_gate is None:
+            return y * torch.sigmoid(m)
+        g = torch.sigmoid(self.to_gate(x))
+        return g * y + (1 - g) * m
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.out(self.combine(x, y, m))
+
+
 class MemoryAsContext(nn.Module):
     """Titans MAC (§4.1): per segment, retrieve from the memory with the segment's queries, attend over
     [persistent ‖ retrieved ‖ segment], write the attention output into the memory and gate it with a
     read of the updated memory. See the module docstring for the equations and departures."""
 
     def __init__(self, dim: int, heads: int = 2, segment_len: int = 16, persistent: int = 4,
-                 memory: dict | None = None) -> None:
+                 memory: dict | None = None, residual: bool = True, gate: str = "mix") -> None:
         super().__init__()
         _check_heads(dim, heads, "titans_mac")
         _check_persistent(persistent, "titans_mac")
+        _check_gate(gate, "titans_mac")
         if not isinstance(segment_len, int) or segment_len < 1:
             raise ConfigError("titans_mac: the segment length must be a positive integer", expected="an integer >= 1",
                               got=segment_len, fix="e.g. segment_len: 16")
@@ -120,7 +154,8 @@ class MemoryAsContext(nn.Module):
                               expected=f"a chunk_size that divides segment_len={segment_len}", got=chunk,
                               fix=f"set memory: {{chunk_size: {segment_len}}} or a divisor of it")
         self.attention = CausalAttention(dim, heads, persistent=persistent)
-        self.dim, self.segment_len = dim, segment_len
+        self.gate = OutputGate(dim, gate)
+        self.dim, self.segment_len, self.residual = dim, segment_len, bool(residual)
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
         self.memory.check_input(x, None, "recurrent")
@@ -138,9 +173,10 @@ class MemoryAsContext(nn.Module):
             segment = x[:, start:start + length]
             q, _, _, context = self.memory.project_qkv(segment, context)
             retrieved = read_memory(self.memory, memory_state, q)                    # h_t = M*_{t-1}(q_t)
-            y = self.attention.with_prefix(segment, retrieved, causal)              # Attn([p ‖ h_t ‖ S_t])
+            attended = self.attention.with_prefix(segment, retrieved, causal)       # Attn([p ‖ h_t ‖ S_t])
+            y = segment + attended if self.residual else attended                   # y_t (with §4.4's residual)
             read, memory_state = self.memory(y, memory_state)                       # M_t = M_{t-1}(y_t)
-            outputs.append(y * torch.sigmoid(read))                                 # o_t = y_t ⊗ M*_t(y_t)
+            outputs.append(self.gate(segment, attended, read))                      # o_t = y_t ⊗ M*_t(y_t)
         return torch.cat(outputs, 1), {"memory": memory_state, "query_context": context}
 
 
@@ -159,38 +195,21 @@ class MemoryAsGate(nn.Module):
         _check_heads(dim, heads, "titans_mag")
         _check_persistent(persistent, "titans_mag")
         _check_window(window, "titans_mag")
-        if gate not in GATES:
-            raise ConfigError("titans_mag: unknown gate", expected=" or ".join(GATES), got=gate,
-                              fix="gate: mix (a learned input-dependent mixture) or gate: product (ŷ ⊙ σ(m̂))")
+        _check_gate(gate, "titans_mag")
         self.attention = CausalAttention(dim, heads, window, persistent)
         self.memory = _titans(dim, memory)
-        self.norm_attention, self.norm_memory = nn.RMSNorm(dim), nn.RMSNorm(dim)
-        self.kind = gate
-        self.to_gate = nn.Linear(dim, dim) if gate == "mix" else None
-        if self.to_gate is not None:
-            with torch.no_grad():
-                self.to_gate.weight.mul_(0.1)
-                self.to_gate.bias.zero_()             # g starts near one half: both branches pass
-        self.out = nn.Linear(dim, dim, bias=False)
+        self.gate = OutputGate(dim, gate)
 
     def branches(self, x: torch.Tensor, state: dict | None = None):
-        """The two branches on the same input: (ŷ, m̂, state), each RMSNorm-ed with its learned weights."""
+        """The two branches on the same input: (attention output, memory output, state)."""
         self.memory.check_input(x, None, self.memory.cfg.path)
         y, attention_state = self.attention(x, None if state is None else state["attention"])
         m, memory_state = self.memory(x, None if state is None else state["memory"])
-        new = {"memory": memory_state, "attention": attention_state}
-        return self.norm_attention(y), self.norm_memory(m), new
-
-    def combine(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """The gate, before the output projection."""
-        if self.to_gate is None:
-            return y * torch.sigmoid(m)
-        g = torch.sigmoid(self.to_gate(x))
-        return g * y + (1 - g) * m
+        return y, m, {"memory": memory_state, "attention": attention_state}
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
         y, m, new = self.branches(x, state)
-        return self.out(self.combine(x, y, m)), new
+        return self.gate(x, y, m), new
 
 
 class MemoryAsLayer(nn.Module):
@@ -216,9 +235,11 @@ class MemoryAsLayer(nn.Module):
 @MEMORY_LAYERS.register("titans_mac", summary="Titans memory as context: per segment, retrieve from the LMM, "
                         "attend over [persistent | retrieved | segment], write, gate", paper=PAPER)
 def titans_mac(dim: int, heads: int = 2, segment_len: int = 16, persistent: int = 4,
-               memory: dict | None = None) -> MemoryAsContext:
-    """Titans MAC (Behrouz et al. 2024, §4.1); `memory`: settings of the titans preset. memory/titans.py."""
-    return MemoryAsContext(dim, heads, segment_len, persistent, memory)
+               memory: dict | None = None, residual: bool = True, gate: str = "mix") -> MemoryAsContext:
+    """Titans MAC (Behrouz et al. 2024, §4.1); `memory`: settings of the titans preset; `residual`: the
+    memory writes S_t + Attn(S̃_t) (True) or Attn(S̃_t) alone; `gate`: ⊗, mix or product (as MAG's).
+    memory/titans.py."""
+    return MemoryAsContext(dim, heads, segment_len, persistent, memory, residual, gate)
 
 
 @MEMORY_LAYERS.register("titans_mag", summary="Titans memory as gate: sliding-window attention with persistent "
@@ -238,5 +259,5 @@ def titans_mal(dim: int, heads: int = 2, window: int = 16, persistent: int = 4,
     return MemoryAsLayer(dim, heads, window, persistent, memory)
 
 
-__all__ = ["MemoryAsContext", "MemoryAsGate", "MemoryAsLayer", "read_memory", "titans_mac", "titans_mag",
+__all__ = ["MemoryAsContext", "MemoryAsGate", "MemoryAsLayer", "OutputGate", "read_memory", "titans_mac", "titans_mag",
            "titans_mal"]
