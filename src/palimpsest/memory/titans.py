@@ -9,8 +9,10 @@ input-independent tokens every query sees, §3.3). All follow the mixer API `y, 
                      h_t = M*_{t-1}(q_t),  q_t = S^(t) W_Q          (a read of the memory, no write)
                      S̃^(t) = [p_1 ... p_Np] ‖ h_t ‖ S^(t)
                      y_t = Attn(S̃^(t))                              (causal, within the segment)
-                     M_t = M_{t-1}(y_t)                              (the memory writes the attention output)
-                     o_t = y_t ⊗ M*_t(y_t),  ⊗: y ⊙ σ(·)
+                     M_t = M_{t-1}(S^(t) + y_t)                      (the memory writes the attention's
+                                                                      residual stream, §4.4; `residual: false`
+                                                                      writes y_t alone)
+                     o_t = y_t ⊗ M*_t(S^(t) + y_t)                    (⊗: the gate of MAG below, `gate`)
     titans_mag   memory as a gate (§4.2): two branches on the same input, no segments
                      y = SW-Attn*([p_1 ... p_Np] ‖ x),   m = M(x),   ŷ = RMSNorm_y(y),  m̂ = RMSNorm_m(m)
                      o = y ⊗ M(x):  W_o(g ⊙ ŷ + (1 − g) ⊙ m̂),  g = σ(W_g x + b)    (`gate: mix`, default)
@@ -27,6 +29,13 @@ input-independent tokens every query sees, §3.3). All follow the mixer API `y, 
                  with the residual connections of §4.4 inside the mixer: o = y + SW-Attn*(LN(x + y))
 
 Departures, stated:
+- MAC's write and gate. The paper writes y_t = Attn(S̃^(t)); §4.4 puts a residual connection around
+  every block, and here the memory writes the residual stream S^(t) + y_t (`residual: true`, the default;
+  at the start an attention output is an average over the segment, so keys written from y_t alone all
+  look alike). ⊗ is the same gate as MAG's (the paper uses one symbol for both). The memory writes once
+  per segment (chunk_size = segment_len by default), so a short segment is also a small inner mini-batch:
+  on MQAR, MAC with segments of 8 stayed at chance in 600 steps where segments of 16 learn
+  (docs/FEATURES.md).
 - MAC's attention mask. A causal mask over [p ‖ h_t ‖ S^(t)] (the paper's Figure 3a) lets segment
   position i read h_j for j > i, a memory read made with the query of a *later* token; here position i
   reads h_j only for j <= i, so the layer stays causal and continues a stream. The memory's read
