@@ -20,7 +20,7 @@ input-independent tokens every query sees, §3.3). All follow the mixer API `y, 
                  The paper leaves ⊗ open ("can be any non-linear gating. In our experiments, we normalize
                  the outputs y and M(x̃) using learnable vector-valued weights, followed by a non-linearity
                  σ(.)"); the RMSNorms carry the vector-valued weights. `product` is the literal reading;
-                 on MQAR it barely left chance in 600 steps (the memory's content reaches the output
+                 on MQAR it reached 15 ± 15 % in 600 steps (2 seeds) (the memory's content reaches the output
                  only through a multiplicative gate on the attention branch; docs/FEATURES.md), so the
                  default is `mix`, a learned input-dependent mixture of the two normalised outputs
                  (Hymba's normalised heads, which the paper cites for MAG, with a sigmoid gate).
@@ -34,8 +34,8 @@ Departures, stated:
   at the start an attention output is an average over the segment, so keys written from y_t alone all
   look alike). ⊗ is the same gate as MAG's (the paper uses one symbol for both). The memory writes once
   per segment (chunk_size = segment_len by default), so a short segment is also a small inner mini-batch:
-  on MQAR, MAC with segments of 8 stayed at chance in 600 steps where segments of 16 learn
-  (docs/FEATURES.md).
+  on MQAR a first MAC with segments of 8 (writing y_t alone, ⊗ = y ⊙ σ(·)) stayed at chance in 600 steps,
+  the recipe's with segments of 16 reaches 100 % (docs/FEATURES.md).
 - MAC's attention mask. A causal mask over [p ‖ h_t ‖ S^(t)] (the paper's Figure 3a) lets segment
   position i read h_j for j > i, a memory read made with the query of a *later* token; here position i
   reads h_j only for j <= i, so the layer stays causal and continues a stream. The memory's read
