@@ -29,6 +29,7 @@ def test_worked_examples_run(name, tmp_path, monkeypatch, capsys):
         assert len(accuracies) == 2 and max(accuracies) > 0.8
     elif name == "MEMORY.md":
         assert "two calls equal one: True" in out and "paths agree: True" in out and "chunk size does not divide" in out
+        assert all(f"{n} (2, 32, 32) two calls equal one: True" in out for n in ("titans_mac", "titans_mag", "titans_mal"))
     else:
         assert "int32" in out and "1 stream(s) for 2 runs" in out
 

@@ -12,7 +12,7 @@ store that forgets on purpose.
     store.add("Alice is allergic to peanuts", user_id="alice")
     store.search("what can't alice eat?", user_id="alice")[0].text
 """
-from . import hcam, mom, presets  # noqa: F401  (registers the presets, MoM and HCAM)
+from . import hcam, mom, presets, titans  # noqa: F401  (registers the presets, MoM, HCAM, Titans MAC/MAG/MAL)
 from .associative import MemoryConfig, MemoryLayer, MemoryState
 from .buffer import ReplayBuffer, herding_order
 from .clock import DAY, SimulatedClock, SystemClock

@@ -22,17 +22,44 @@ from ..core.registry import MEMORY_LAYERS
 class CausalAttention(nn.Module):
     """Multi-head causal softmax attention; with `window` each position sees only the last `window`
     positions (itself included). State: the keys and values seen so far (a KV cache), so that
-    `y, state = attn(x, state)` continues a sequence."""
+    `y, state = attn(x, state)` continues a sequence.
 
-    def __init__(self, dim: int, heads: int = 2, window: int | None = None) -> None:
+    `persistent` > 0 adds that many learned tokens (Titans' persistent memory, Behrouz et al. 2024 §3.3:
+    input-independent parameters prepended to the sequence): their keys and values come from the same
+    projection as the sequence's, every query sees them (they never leave a window) and they are not
+    part of the state (they are parameters)."""
+
+    def __init__(self, dim: int, heads: int = 2, window: int | None = None, persistent: int = 0) -> None:
         super().__init__()
         if heads < 1 or dim % heads:
             raise ConfigError("attention heads must divide the width", expected=f"a divisor of {dim}", got=heads)
         if window is not None and window < 1:
             raise ConfigError("attention window must be positive", expected="an integer >= 1 (or None)", got=window)
+        if persistent < 0:
+            raise ConfigError("persistent tokens cannot be negative", expected="an integer >= 0", got=persistent)
         self.dim, self.heads, self.window = dim, heads, window
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
+        self.persistent = nn.Parameter(torch.randn(persistent, dim) * 0.02) if persistent else None
+
+    def persistent_kv(self, batch: int):
+        """Keys and values (B, H, P, d) of the persistent tokens, or (None, None)."""
+        if self.persistent is None:
+            return None, None
+        p, d, h = self.persistent.shape[0], self.dim, self.heads
+        k, v = F.linear(self.persistent, self.qkv.weight[d:]).view(p, 2, h, d // h).permute(1, 2, 0, 3)
+        return k.unsqueeze(0).expand(batch, -1, -1, -1), v.unsqueeze(0).expand(batch, -1, -1, -1)
+
+    def _attend(self, q, k, v, allowed):
+        """softmax attention of q over [persistent ‖ k] (the persistent tokens seen by every query)."""
+        pk, pv = self.persistent_kv(q.shape[0])
+        if pk is not None:
+            if pk.dim() < k.dim():      # blocked keys (B, H, N, L, d)
+                pk = pk.unsqueeze(2).expand(-1, -1, k.shape[2], -1, -1)
+                pv = pv.unsqueeze(2).expand(-1, -1, k.shape[2], -1, -1)
+            k, v = torch.cat([pk, k], -2), torch.cat([pv, v], -2)
+            allowed = torch.cat([allowed.new_ones(*allowed.shape[:-1], pk.shape[-2]), allowed], -1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
         b, t, d = x.shape
@@ -49,10 +76,21 @@ class CausalAttention(nn.Module):
         allowed = cols <= rows
         if self.window is not None:
             allowed = allowed & (cols > rows - self.window)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        y = self._attend(q, k, v, allowed)
         keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
         new = {"k": k[:, :, k.shape[2] - keep:], "v": v[:, :, v.shape[2] - keep:]}
         return self.out(y.transpose(1, 2).reshape(b, t, d)), new
+
+    def with_prefix(self, x: torch.Tensor, prefix: torch.Tensor, prefix_allowed: torch.Tensor) -> torch.Tensor:
+        """Causal attention over x (B, T, dim) that also reads the persistent tokens (every query) and
+        `prefix` (B, S, dim) where `prefix_allowed` (T, S) is true: Titans' memory-as-context attention
+        over [persistent ‖ retrieved ‖ segment]. No window, no state (one segment)."""
+        b, t, d = x.shape
+        s, h = prefix.shape[1], self.heads
+        q, k, v = self.qkv(torch.cat([prefix, x], 1)).view(b, s + t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        y = self._attend(q[:, :, s:], k, v, torch.cat([prefix_allowed, causal], 1))
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
     def _blocked(self, q, k, v):
@@ -69,7 +107,7 @@ class CausalAttention(nn.Module):
         c = torch.arange(2 * w, device=q.device).unsqueeze(0)
         allowed = ((c <= r + w) & (c > r)).expand(n, w, 2 * w).clone()
         allowed[0, :, :w] = False                                                 # nothing before the start
-        y = F.scaled_dot_product_attention(qb, keys, values, attn_mask=allowed)
+        y = self._attend(qb, keys, values, allowed)
         state = {"k": k[:, :, t - (w - 1):], "v": v[:, :, t - (w - 1):]}
         return self.out(y.reshape(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)), state
 
