@@ -11,15 +11,29 @@ them; the chunk-level weights mix the detailed reads:
 
 Only complete chunks strictly before a query's own chunk are memory (the current chunk is the job of a
 local layer below, e.g. a sliding window); a query in the first chunk reads nothing (zeros). Gradients
-reach the summaries through the chunk weights of the selected chunks, as in the paper.
+reach the summaries only through the weights w of the selected chunks, as in the paper: a softmax over
+the selected relevances is shift-invariant, so a wrong pick is pushed down only against the other picks,
+and a chunk that was not picked (the right one, early in training) gets no gradient at all.
 
 `y, state = layer(x, state)` with `state` the keys and values of the past positions, so a long stream
-can be fed in segments. Departures: one query serves both levels (the paper's agent also uses one);
-summaries are plain means of the keys (no extra layer norm); no relative time encodings; as before the
-associative memories, a token shift (a causal convolution of width 2, keys starting from the previous
-token) precedes the projections (`conv_size: 0` removes it); `train_top_k` (default: top_k) lets training
-read more chunks than evaluation (a relaxation that lets the summary keys get gradients from chunks
-that top-k would not have picked yet).
+can be fed in segments.
+
+DeepMind's released module (deepmind-research, hierarchical_transformer_memory/htm_attention.py) gives
+the chunk level its own single-head query and key projections (of the summaries), picks one set of top-k
+chunks for all heads, softmaxes the selected logits, and runs ordinary multi-head attention inside them
+with sinusoidal positions within the chunk; the stored memory is a stop-gradient copy of the layer's
+inputs (an RL agent's past). `chunk_keys: true` follows the first two (chunk q and k from their own
+projections, the summary the mean of the chunk keys, one choice shared by every head); by default one
+query and key per head serve both levels and each head picks its own chunks.
+
+Departures: summaries are plain means (no layer norm); no positions inside a chunk; the memory keeps its
+gradient (one forward pass over the sequence, not an agent's stored past); as before the associative
+memories, a token shift (a causal convolution of width 2, keys starting from the previous token) precedes
+the projections (`conv_size: 0` removes it). Two training relaxations, both off by default:
+`train_top_k` lets training read more chunks than evaluation, so the summaries get gradients from chunks
+top-k would not have picked yet; with `anneal_steps` the number read falls linearly from `train_top_k`
+to `top_k` over that many training passes (counted in a buffer saved with the model, so a resumed run
+continues the schedule), and training then goes on with the paper's top-k.
 """
 from __future__ import annotations
 
