@@ -130,6 +130,7 @@ def test_hcam_chunk_keys_pick_one_set_of_chunks_for_every_head():
     assert torch.allclose(torch.cat([a, b], 1), whole, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_hcam_trained_with_top_1_learns_a_small_passkey_only_after_annealing():
     """Passkey over 16 chunks of 4 tokens (8 passkeys, chance 1/8), one HCAM block reading its top-1
     chunk: trained with top-1 from the start it stays near chance; reading every chunk at first and

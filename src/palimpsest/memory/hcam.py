@@ -159,7 +159,8 @@ class HCAM(nn.Module):
         scale = 1 / math.sqrt(d)
         # chunk j is memory for the query at absolute position p when j < p // length
         allowed = torch.arange(n_chunks, device=q.device).view(1, 1, n_chunks) < (positions // length).unsqueeze(-1)
-        relevance = (cq @ summaries.transpose(-1, -2) / math.sqrt(cq.shape[-1])).masked_fill(~allowed.unsqueeze(1), -1e4)
+        chunk_scale = 1 / math.sqrt(cq.shape[-1])
+        relevance = (cq @ summaries.transpose(-1, -2) * chunk_scale).masked_fill(~allowed.unsqueeze(1), -1e4)
         k = self.chunks_read()
         kk = min(k, n_chunks)
         top, idx = relevance.topk(kk, -1)                                                   # (B, H, T, kk)
