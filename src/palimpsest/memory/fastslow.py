@@ -299,8 +299,8 @@ class SyntheticGradientMANN(nn.Module):
         self.gates = nn.Linear(hidden, 2)                  # sharpening β_t and write gate α_t
         self.output = nn.Linear(hidden + n_classes, n_classes)
         # SG sees what the controller sees at write time: its state, its key, what it read (keys and
-        # labels), the label that just arrived and the memory's keys stored under that label
-        self.synthetic = SyntheticGradient(hidden + 3 * key_dim + 2 * n_classes, key_dim) if fast else None
+        # labels), its prediction, the label that just arrived and the memory's keys stored under it
+        self.synthetic = SyntheticGradient(hidden + 3 * key_dim + 3 * n_classes, key_dim) if fast else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor):
         b, length, _ = x.shape
@@ -343,7 +343,7 @@ class SyntheticGradientMANN(nn.Module):
             logits.append(self.output(torch.cat([h, read], -1)))
             usage = self.gamma * usage + read_w + write_w
             least_used = F.one_hot(usage.detach().argmin(-1), self.slots).to(x.dtype)
-            previous = (h, key, read_w, keys_mem, values_mem, read)
+            previous = (h, key, read_w, keys_mem, values_mem, read, torch.softmax(logits[-1], -1))
         if self.fast:                                       # the last step's label closes the episode
             synthetic.append(self.synthetic(self._sg_inputs(previous, onehot[:, -1])))
         trace = {"pre_keys": pre_keys, "synthetic": torch.stack(synthetic, 1) if self.fast else None,
@@ -353,11 +353,11 @@ class SyntheticGradientMANN(nn.Module):
 
     @staticmethod
     def _sg_inputs(previous, label: torch.Tensor) -> torch.Tensor:
-        h, key, read_w, keys_mem, values_mem, read = previous
+        h, key, read_w, keys_mem, values_mem, read, prediction = previous
         read_keys = (read_w.unsqueeze(-1) * keys_mem).sum(1)
         under_label = (values_mem @ label.unsqueeze(-1))                      # (B, slots, 1)
         label_keys = (under_label * keys_mem).sum(1) / (under_label.sum(1) + 1e-6)
-        return torch.cat([h, key, read_keys, label_keys, read, label], -1)
+        return torch.cat([h, key, read_keys, label_keys, read, prediction, label], -1)
 
 
 def presentation_accuracy(correct: torch.Tensor, exposure: torch.Tensor, mask: torch.Tensor | None = None,
