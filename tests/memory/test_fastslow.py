@@ -141,3 +141,21 @@ def test_meta_training_learns_one_shot_recall_on_held_out_classes_and_the_true_g
     assert set(out) >= {"instance_1", "instance_2", "instance_5", "instance_10", "rare_instance_2",
                         "sg_relative_error_last50"}
     assert 0 <= out["instance_2"] <= 1 and out["sg_relative_error_last50"] < 1.5
+
+
+def test_local_ablation_steps_on_the_exact_gradient_of_the_labelled_step():
+    from palimpsest.memory.fastslow import SyntheticGradientMANN
+    torch.manual_seed(0)
+    model = SyntheticGradientMANN(64, 5, hidden=32, fast=True, fast_lr=0.5, fast_source="local")
+    assert model.synthetic is None
+    x, y, _, _ = _nmn_batch()
+    _, trace = model(x[:, :2], y[:, :2])
+    # after step 1 the fast weights hold one step on ∂ℓ_0/∂u_0, the true gradient of step 0's loss
+    fresh = SyntheticGradientMANN(64, 5, hidden=32, fast=False)
+    fresh.load_state_dict(model.state_dict())
+    slow_logits, slow_trace = fresh(x[:, :1], y[:, :1])
+    loss = torch.nn.functional.cross_entropy(slow_logits[:, 0], y[:, 0], reduction="sum")
+    u0, = slow_trace["pre_keys"]
+    g, = torch.autograd.grad(loss, u0)
+    h0 = fresh.controller(torch.cat([x[:, 0], torch.zeros(3, 5)], -1))[0]
+    assert torch.allclose(trace["fast_weights"], -0.5 * g.unsqueeze(-1) @ h0.unsqueeze(-2), atol=1e-5)

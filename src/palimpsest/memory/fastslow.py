@@ -290,17 +290,22 @@ class SyntheticGradientMANN(nn.Module):
     `fast_weights` (the episode's last ΔW)."""
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 128, key_dim: int = 32, slots: int = 64,
-                 gamma: float = 0.95, fast: bool = True, fast_lr: float = 0.1) -> None:
+                 gamma: float = 0.95, fast: bool = True, fast_lr: float = 0.1, fast_source: str = "synthetic") -> None:
         super().__init__()
+        if fast_source not in ("synthetic", "local"):
+            from ..core.errors import ConfigError
+            raise ConfigError("unknown source of the fast gradient", expected="'synthetic' or 'local'",
+                              got=fast_source, fix="use fast_source='synthetic' (the paper) or 'local' (ablation)")
         self.n_classes, self.key_dim, self.slots, self.gamma = n_classes, key_dim, slots, gamma
-        self.fast, self.fast_lr = fast, fast_lr
+        self.fast, self.fast_lr, self.fast_source = fast, fast_lr, fast_source
         self.controller = nn.LSTMCell(in_dim + n_classes, hidden)
         self.key = nn.Linear(hidden, key_dim)              # W_k, b: the layer with fast weights
         self.gates = nn.Linear(hidden, 2)                  # sharpening β_t and write gate α_t
         self.output = nn.Linear(hidden + n_classes, n_classes)
         # SG sees what the controller sees at write time: its state, its key, what it read (keys and
         # labels), its prediction, the label that just arrived and the memory's keys stored under it
-        self.synthetic = SyntheticGradient(hidden + 3 * key_dim + 3 * n_classes, key_dim) if fast else None
+        self.synthetic = SyntheticGradient(hidden + 3 * key_dim + 3 * n_classes, key_dim) \
+            if fast and fast_source == "synthetic" else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor):
         b, length, _ = x.shape
@@ -315,16 +320,21 @@ class SyntheticGradientMANN(nn.Module):
         fast_w = x.new_zeros(b, self.key_dim, self.controller.hidden_size)        # reset every episode
         logits, pre_keys, synthetic = [], [], []
         previous = None                     # (h, key, what it read, memory) of the last step, waiting for its label
+        local_prev = None                   # what the `local` ablation recomputes the last step's loss from
         for t in range(length):
             y_prev = onehot[:, t - 1] if t else x.new_zeros(b, self.n_classes)
             h, c = self.controller(torch.cat([x[:, t], y_prev], -1), (h, c))
             beta_logit, alpha_logit = self.gates(h).unbind(-1)
             if previous is not None:
                 h_prev, key_prev = previous[:2]
-                if self.fast:
+                if self.fast and self.synthetic is not None:
                     # the label of step t-1 has arrived: the decoupled, fast step of the controller
                     g = self.synthetic(self._sg_inputs(previous, y_prev))
                     synthetic.append(g)
+                    fast_w = fast_w - self.fast_lr * g.detach().unsqueeze(-1) @ h_prev.detach().unsqueeze(-2)
+                elif self.fast:
+                    # ablation: the exact gradient of that step's own loss (no future part)
+                    g = self._local_gradient(local_prev, y_prev)
                     fast_w = fast_w - self.fast_lr * g.detach().unsqueeze(-1) @ h_prev.detach().unsqueeze(-2)
                 # LRUA write of (key, label) of step t-1
                 write_w = torch.sigmoid(alpha_logit).unsqueeze(-1) * read_w + \
@@ -336,20 +346,35 @@ class SyntheticGradientMANN(nn.Module):
                 write_w = torch.zeros_like(usage)
             u = self.key(h) + (fast_w @ h.unsqueeze(-1)).squeeze(-1)
             pre_keys.append(u)
-            key = torch.tanh(u)
-            similarity = F.cosine_similarity(key.unsqueeze(1), keys_mem, dim=-1, eps=1e-6)
-            read_w = torch.softmax((1 + F.softplus(beta_logit)).unsqueeze(-1) * 10 * similarity, -1)
-            read = (read_w.unsqueeze(-1) * values_mem).sum(1)
-            logits.append(self.output(torch.cat([h, read], -1)))
+            key, read_w, read, step_logits = self._read(u, beta_logit, keys_mem, values_mem, h)
+            logits.append(step_logits)
+            local_prev = (u, beta_logit, keys_mem, values_mem, h)
             usage = self.gamma * usage + read_w + write_w
             least_used = F.one_hot(usage.detach().argmin(-1), self.slots).to(x.dtype)
             previous = (h, key, read_w, keys_mem, values_mem, read, torch.softmax(logits[-1], -1))
-        if self.fast:                                       # the last step's label closes the episode
+        if self.synthetic is not None:                      # the last step's label closes the episode
             synthetic.append(self.synthetic(self._sg_inputs(previous, onehot[:, -1])))
-        trace = {"pre_keys": pre_keys, "synthetic": torch.stack(synthetic, 1) if self.fast else None,
+        trace = {"pre_keys": pre_keys, "synthetic": torch.stack(synthetic, 1) if synthetic else None,
                  "fast_weights": fast_w}
         return torch.stack(logits, 1), trace
 
+
+    def _read(self, u, beta_logit, keys_mem, values_mem, h):
+        """Content read (softmax of the sharpened cosine similarity) and the step's logits."""
+        key = torch.tanh(u)
+        similarity = F.cosine_similarity(key.unsqueeze(1), keys_mem, dim=-1, eps=1e-6)
+        read_w = torch.softmax((1 + F.softplus(beta_logit)).unsqueeze(-1) * 10 * similarity, -1)
+        read = (read_w.unsqueeze(-1) * values_mem).sum(1)
+        return key, read_w, read, self.output(torch.cat([h, read], -1))
+
+    def _local_gradient(self, local_prev, label: torch.Tensor) -> torch.Tensor:
+        """∂ℓ_t/∂u_t of one step's own loss, recomputed on detached values (the `local` ablation)."""
+        u, beta_logit, keys_mem, values_mem, h = (v.detach() for v in local_prev)
+        with torch.enable_grad():
+            u = u.requires_grad_()
+            logits = self._read(u, beta_logit, keys_mem, values_mem, h)[-1]
+            loss = F.cross_entropy(logits, label.argmax(-1), reduction="sum")
+            return torch.autograd.grad(loss, u)[0]
 
     @staticmethod
     def _sg_inputs(previous, label: torch.Tensor) -> torch.Tensor:
@@ -374,12 +399,13 @@ def presentation_accuracy(correct: torch.Tensor, exposure: torch.Tensor, mask: t
 
 def train_nmn(fast: bool, steps: int = 600, batch: int = 16, seed: int = 0, lr: float = 1e-3,
               fast_lr: float = 0.1, eval_episodes: int = 256, hidden: int = 128, rare_count: int = 2,
-              synthetic_weight: float = 1.0) -> dict:
+              synthetic_weight: float = 1.0, fast_source: str = "synthetic") -> dict:
     """Meta-train a SyntheticGradientMANN (`fast`: with the synthetic-gradient path) on digit episodes
     through palimpsest's one loop, alternating balanced episodes (5 classes x 10) and rare-class
     episodes (2 of the 5 classes shown only `rare_count` times), then measure on held-out classes:
     accuracy at the 1st/2nd/5th/10th presentation (balanced episodes) and at a rare class's 2nd
-    presentation (rare-class episodes)."""
+    presentation (rare-class episodes). `fast_source="local"` is the ablation whose fast step uses the
+    exact gradient of the labelled step's own loss instead of a synthetic one."""
     import time
 
     from ..core.seeding import generator
@@ -387,7 +413,8 @@ def train_nmn(fast: bool, steps: int = 600, batch: int = 16, seed: int = 0, lr: 
     from ..train.loop import LossHooks, run_loop
     balanced, rare = DigitEpisodes(), DigitEpisodes(n_rare=2, rare_count=rare_count)
     torch.manual_seed(seed)
-    model = SyntheticGradientMANN(64, 5, hidden=hidden, fast=fast, fast_lr=fast_lr)
+    model = SyntheticGradientMANN(64, 5, hidden=hidden, fast=fast, fast_lr=fast_lr, fast_source=fast_source)
+    synthetic = model.synthetic is not None
     training = TrainingConfig(optimizer="adam", lr=lr, grad_clip=1.0)
     optimizer = build_optimizer(model.parameters(), training)
     sg_errors = []
@@ -396,7 +423,7 @@ def train_nmn(fast: bool, steps: int = 600, batch: int = 16, seed: int = 0, lr: 
         x, y, _, _ = batch_
         logits, trace = model(x, y)
         task = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        if fast:
+        if synthetic:
             # capture the true ∂L/∂u_t during the loop's backward; SG regresses them in before_step
             scale = y.numel()                              # per-episode gradients, independent of batch size
             values["true"] = [None] * len(trace["pre_keys"])
@@ -406,7 +433,7 @@ def train_nmn(fast: bool, steps: int = 600, batch: int = 16, seed: int = 0, lr: 
         return task
 
     def before_step(batch_, values):
-        if fast:
+        if synthetic:
             true = torch.stack(values["true"], 1)
             sg_loss = SyntheticGradient.regression_loss(values["synthetic"], true)
             (synthetic_weight * sg_loss).backward()
@@ -419,9 +446,10 @@ def train_nmn(fast: bool, steps: int = 600, batch: int = 16, seed: int = 0, lr: 
     start = time.perf_counter()
     stats = run_loop(LossHooks(loss, before_step=before_step), optimizer, batches(), training)
     seconds = time.perf_counter() - start
-    out = {"fast": fast, "steps": steps, "batch": batch, "seed": seed, "fast_lr": fast_lr, "hidden": hidden,
+    out = {"fast": fast, "fast_source": fast_source if fast else None, "steps": steps, "batch": batch, "seed": seed,
+           "fast_lr": fast_lr, "hidden": hidden,
            "final_train_loss": stats.mean_loss, "train_seconds": round(seconds, 1)}
-    if fast:
+    if synthetic:
         tail = sg_errors[-50:]
         out["sg_relative_error_last50"] = sum(tail) / len(tail)
     model.eval()
