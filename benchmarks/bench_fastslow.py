@@ -33,10 +33,11 @@ SIMPLE_KEYS = ("rare_second_exposure", "frequent_second_exposure", "all_seen")
 
 
 def summarise(rows: list[dict], keys) -> None:
-    for fast in (False, True):
-        mine = [r for r in rows if r["fast"] == fast]
+    for variant in sorted({(r["fast"], r.get("fast_source"), r.get("fast_lr")) for r in rows}, key=str):
+        mine = [r for r in rows if (r["fast"], r.get("fast_source"), r.get("fast_lr")) == variant]
         summary = {k: stat([r.get(k) for r in mine]) for k in keys}
-        print(("NMN + fast synthetic-gradient updates" if fast else "plain NMN"), f"({len(mine)} seeds)",
+        name = f"NMN + fast updates ({variant[1] or 'synthetic'} gradient, lr {variant[2]})" if variant[0] else "plain NMN"
+        print(name, f"({len(mine)} seeds)",
               json.dumps({k: f"{v['mean']:.3f} ± {v['std']:.3f}" for k, v in summary.items() if v["n"]}))
 
 
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seed", type=int, action="append", help="seeds to run (default 0 1 2)")
     parser.add_argument("--fast-lr", type=float, default=0.1)
+    parser.add_argument("--fast-source", choices=("synthetic", "local"), default="synthetic",
+                        help="local: the ablation whose fast step uses the exact gradient of the step's own loss")
+    parser.add_argument("--fast-only", action="store_true", help="skip the plain NMN")
     parser.add_argument("--out", type=Path, help="write the rows here (default benchmarks/results/fastslow_nmn.json)")
     parser.add_argument("--merge", type=Path, nargs="+", help="summarise rows written by earlier runs")
     parser.add_argument("--simple", action="store_true", help="the simple slot memory instead")
@@ -64,8 +68,8 @@ def main() -> None:
         return
     rows = []
     for seed in seeds:
-        for fast in (False, True):
-            rows.append(train_nmn(fast, steps=args.steps, seed=seed, fast_lr=args.fast_lr))
+        for fast in ((True,) if args.fast_only else (False, True)):
+            rows.append(train_nmn(fast, steps=args.steps, seed=seed, fast_lr=args.fast_lr, fast_source=args.fast_source))
             print(json.dumps(rows[-1]), flush=True)
     summarise(rows, NMN_KEYS)
     (args.out or results / "fastslow_nmn.json").write_text(json.dumps(rows, indent=1))
