@@ -25,7 +25,8 @@ written with MANN's least-recently-used access (LRUA):
 and the prediction is softmax(W_o [h_t, r_t]) with r_t the read vector.
 
 The decoupled, fast path (Fernando et al.): a synthetic-gradient module SG (Jaderberg et al.'s
-conditional DNI: it sees the controller's state, its key and the label) predicts the gradient of the
+conditional DNI: it sees the controller's state, its key, what it read, its prediction, the label and
+the memory's keys stored under that label) predicts the gradient of the
 episode's future loss with respect to the controller's key pre-activation u_t, ĝ_t = SG(h_t, k_t, y_t)
 ≈ ∂L/∂u_t. As soon as the label arrives (the write of step t), the controller takes a gradient step
 on it, without waiting for the loss: its fast weights ΔW (per episode, reset to zero at the start of
@@ -37,7 +38,9 @@ so later keys of the same episode, rare classes included, come from an adapted c
 weights θ (LSTM, W_k, W_o) learn across episodes by backpropagation through time of the true loss;
 the fast step enters their graph as data (ĝ and h detached), so the synthetic gradient never updates
 θ; SG regresses the true gradients ∂L/∂u_t of each episode (the decoupled interface's own loss,
-applied only to SG's parameters). `fast=False` is the plain NMN, the paper's baseline.
+applied only to SG's parameters). `fast=False` is the plain NMN, the paper's baseline; `fast_source="local"` is an ablation whose fast
+step uses the exact gradient of the labelled step's own loss (no future part) instead of SG's.
+Measured (benchmarks/bench_fastslow.py, docs/FEATURES.md): the fast path did not help on our task.
 
 Departures: the paper's full text was not available to us (only its abstract), so what the fast path
 updates follows Jaderberg et al.'s DNI read literally: only the controller's key projection W_k has
