@@ -22,6 +22,8 @@ memory it computes exactly what a single memory with the same weights computes (
 `route: shifted` (not in the paper) routes each write by the previous token, the one the token shift
 makes its key of, and each read by the current token, so that in associative recall a pair is written
 where its key will later be looked up; the paper routes both by the current token.
+On MQAR at 16 pairs with small memories (recipes/memory_mqar_mom.yaml, 3 seeds) the shifted routing is
+what makes the mixture beat one memory (98.4 vs 46.4 %); routed by the current token it does not (34.4 %).
 
 Departures: memories with momentum are refused (a skipped token would still add the momentum to the
 weights); the paper mixes the memories' states before reading, which equals mixing the reads for the
