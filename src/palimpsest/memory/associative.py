@@ -226,11 +226,16 @@ def gradient_factors(weights: list[torch.Tensor], k: torch.Tensor, v: torch.Tens
     return factors
 
 
+def lq_divisor(power_sum: torch.Tensor, q: float) -> torch.Tensor:
+    """‖A‖_q^(q−2) from Σ|A_ij|^q (bounded away from 0): ℓq retention's W = A / ‖A‖_q^(q−2), shared by
+    `project` and the chunked read, which gets the power sums without materialising W."""
+    return power_sum.clamp_min(1e-12).pow(1 / q).pow(q - 2).clamp_min(1e-6)
+
+
 def project(a: torch.Tensor, cfg: MemoryConfig) -> torch.Tensor:
     """W = P(A): the retention's projection of the accumulator (identity for none / decay)."""
     if cfg.retention == "lq":
-        norm = a.abs().pow(cfg.q).sum((-2, -1), keepdim=True).clamp_min(1e-12).pow(1 / cfg.q)
-        return a / norm.pow(cfg.q - 2).clamp_min(1e-6)
+        return a / lq_divisor(a.abs().pow(cfg.q).sum((-2, -1), keepdim=True), cfg.q)
     if cfg.retention == "kl":
         return cfg.kl_scale * torch.softmax(a, dim=-1)
     return a
@@ -480,8 +485,7 @@ def _read_chunk(h, a0, s0, a, b, coef, g, inp, cfg: MemoryConfig, blocks: SubBlo
     if cfg.retention == "kl":
         z = chunk_weights_read("kl", cfg.kl_scale, *args, blocks.split(h))
         return z.reshape(*z.shape[:-3], -1, z.shape[-1])
-    total = chunk_weights_read("lq", cfg.q, *args).flatten(-2)
-    scale = total.clamp_min(1e-12).pow(1 / cfg.q).pow(cfg.q - 2).clamp_min(1e-6)
+    scale = lq_divisor(chunk_weights_read("lq", cfg.q, *args).flatten(-2), cfg.q)
     return _read_through(h, a0, s0, a, b, coef, g, inp) / scale.unsqueeze(-1)
 
 # -- the core -----------------------------------------------------------------------------------------

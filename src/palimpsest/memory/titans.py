@@ -83,24 +83,6 @@ def _titans(dim: int, memory: dict | None) -> MemoryLayer:
     return create_memory("titans", dim, **(memory or {}))
 
 
-def _check_heads(dim: int, heads: int, what: str) -> None:
-    if not isinstance(heads, int) or heads < 1 or dim % heads:
-        raise ConfigError(f"{what}: attention heads must divide the width", expected=f"a divisor of {dim}",
-                          got=heads, fix=f"pick heads among {[h for h in range(1, dim + 1) if dim % h == 0][:6]}")
-
-
-def _check_persistent(persistent: int, what: str) -> None:
-    if not isinstance(persistent, int) or persistent < 0:
-        raise ConfigError(f"{what}: the number of persistent tokens must be a non-negative integer",
-                          expected="an integer >= 0 (0: none)", got=persistent, fix="e.g. persistent: 4")
-
-
-def _check_window(window: int, what: str) -> None:
-    if not isinstance(window, int) or window < 1:
-        raise ConfigError(f"{what}: the attention window must be a positive integer", expected="an integer >= 1",
-                          got=window, fix="e.g. window: 16")
-
-
 def read_memory(layer: MemoryLayer, state: MemoryState | None, q: torch.Tensor) -> torch.Tensor:
     """M*(q): read the memory at `state` (None: its learned initial weights) with per-head queries q
     (B, H, T, d), without writing; returns the layer's output (B, T, dim) (normalised, projected)."""
@@ -150,8 +132,6 @@ class MemoryAsContext(nn.Module):
     def __init__(self, dim: int, heads: int = 2, segment_len: int = 16, persistent: int = 4,
                  memory: dict | None = None, residual: bool = True, gate: str = "mix") -> None:
         super().__init__()
-        _check_heads(dim, heads, "titans_mac")
-        _check_persistent(persistent, "titans_mac")
         _check_gate(gate, "titans_mac")
         if not isinstance(segment_len, int) or segment_len < 1:
             raise ConfigError("titans_mac: the segment length must be a positive integer", expected="an integer >= 1",
@@ -201,19 +181,16 @@ class MemoryAsGate(nn.Module):
     def __init__(self, dim: int, heads: int = 2, window: int = 16, persistent: int = 4,
                  memory: dict | None = None, gate: str = "mix") -> None:
         super().__init__()
-        _check_heads(dim, heads, "titans_mag")
-        _check_persistent(persistent, "titans_mag")
-        _check_window(window, "titans_mag")
         _check_gate(gate, "titans_mag")
         self.attention = CausalAttention(dim, heads, window, persistent)
         self.memory = _titans(dim, memory)
         self.gate = OutputGate(dim, gate)
 
     def branches(self, x: torch.Tensor, state: dict | None = None):
-        """The two branches on the same input: (attention output, memory output, state)."""
-        self.memory.check_input(x, None, self.memory.cfg.path)
-        y, attention_state = self.attention(x, None if state is None else state["attention"])
+        """The two branches on the same input: (attention output, memory output, state). The memory
+        runs first, so its input checks (shape, dtype, NaN, chunk size) come before any attention work."""
         m, memory_state = self.memory(x, None if state is None else state["memory"])
+        y, attention_state = self.attention(x, None if state is None else state["attention"])
         return y, m, {"memory": memory_state, "attention": attention_state}
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
@@ -228,9 +205,6 @@ class MemoryAsLayer(nn.Module):
     def __init__(self, dim: int, heads: int = 2, window: int = 16, persistent: int = 4,
                  memory: dict | None = None) -> None:
         super().__init__()
-        _check_heads(dim, heads, "titans_mal")
-        _check_persistent(persistent, "titans_mal")
-        _check_window(window, "titans_mal")
         self.memory = _titans(dim, memory)
         self.norm = nn.LayerNorm(dim)
         self.attention = CausalAttention(dim, heads, window, persistent)

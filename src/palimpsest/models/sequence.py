@@ -31,12 +31,15 @@ class CausalAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int = 2, window: int | None = None, persistent: int = 0) -> None:
         super().__init__()
-        if heads < 1 or dim % heads:
-            raise ConfigError("attention heads must divide the width", expected=f"a divisor of {dim}", got=heads)
-        if window is not None and window < 1:
-            raise ConfigError("attention window must be positive", expected="an integer >= 1 (or None)", got=window)
-        if persistent < 0:
-            raise ConfigError("persistent tokens cannot be negative", expected="an integer >= 0", got=persistent)
+        if not isinstance(heads, int) or heads < 1 or dim % heads:
+            raise ConfigError("attention heads must divide the width", expected=f"a divisor of {dim}", got=heads,
+                              fix=f"pick heads among {[h for h in range(1, dim + 1) if dim % h == 0][:6]}")
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ConfigError("attention window must be a positive integer", expected="an integer >= 1 (or None)",
+                              got=window, fix="e.g. window: 16")
+        if not isinstance(persistent, int) or persistent < 0:
+            raise ConfigError("the number of persistent tokens must be a non-negative integer",
+                              expected="an integer >= 0 (0: none)", got=persistent, fix="e.g. persistent: 4")
         self.dim, self.heads, self.window = dim, heads, window
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
